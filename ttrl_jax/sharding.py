@@ -45,96 +45,111 @@ DEFAULT_RULES: dict[str, tuple[str, ...] | None] = {
 }
 
 
-def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1,
-              devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """Builds a ``(data, fsdp, tensor)`` mesh over ``devices`` (default: all devices).
+def make_mesh(
+    data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence[jax.Device] | None = None
+) -> Mesh:
+    """Builds a ``(data, fsdp, tensor)`` mesh over ``devices`` (default: all devices).
 
-  Args:
-    data: size of the data axis; -1 takes whatever the other two leave.
-    fsdp: size of the fsdp axis.
-    tensor: size of the tensor axis.
-    devices: devices to use (default `jax.devices()`, i.e. all processes' devices).
+    Args:
+      data: size of the data axis; -1 takes whatever the other two leave.
+      fsdp: size of the fsdp axis.
+      tensor: size of the tensor axis.
+      devices: devices to use (default `jax.devices()`, i.e. all processes' devices).
 
-  Raises:
-    ValueError: if the sizes do not multiply to the device count.
-  """
-  devices = list(jax.devices() if devices is None else devices)
-  n = len(devices)
-  if data == -1:
-    if fsdp <= 0 or tensor <= 0 or n % (fsdp * tensor):
-      raise ValueError(f"mesh fsdp={fsdp} x tensor={tensor} does not divide {n} devices")
-    data = n // (fsdp * tensor)
-  if data * fsdp * tensor != n:
-    raise ValueError(f"mesh data={data} x fsdp={fsdp} x tensor={tensor} != {n} devices")
-  return jax.make_mesh((data, fsdp, tensor), MESH_AXES,
-                       axis_types=(AxisType.Auto,) * 3, devices=devices)
+    Raises:
+      ValueError: if the sizes do not multiply to the device count.
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    n = len(devices)
+    if data == -1:
+        if fsdp <= 0 or tensor <= 0 or n % (fsdp * tensor):
+            raise ValueError(f"mesh fsdp={fsdp} x tensor={tensor} does not divide {n} devices")
+        data = n // (fsdp * tensor)
+    if data * fsdp * tensor != n:
+        raise ValueError(f"mesh data={data} x fsdp={fsdp} x tensor={tensor} != {n} devices")
+    return jax.make_mesh(
+        (data, fsdp, tensor), MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices
+    )
 
 
-def spec_for(shape: Sequence[int], logical_axes: Sequence[str | None], mesh: Mesh,
-             rules: Mapping[str, tuple[str, ...] | None] = DEFAULT_RULES) -> PartitionSpec:
-  """The PartitionSpec for an array of ``shape`` with the given logical axes.
+def spec_for(
+    shape: Sequence[int],
+    logical_axes: Sequence[str | None],
+    mesh: Mesh,
+    rules: Mapping[str, tuple[str, ...] | None] = DEFAULT_RULES,
+) -> PartitionSpec:
+    """The PartitionSpec for an array of ``shape`` with the given logical axes.
 
-  Mesh axes of size 1, axes already used by an earlier dimension and axes that do not
-  divide the dimension are dropped (that dimension is then replicated along them).
-  """
-  if len(shape) != len(logical_axes):
-    raise ValueError(f"shape {tuple(shape)} and logical axes {tuple(logical_axes)} differ in rank")
-  used: set[str] = set()
-  out = []
-  for size, name in zip(shape, logical_axes):
-    if name is not None and name not in rules:
-      raise KeyError(f"no sharding rule for logical axis {name!r}")
-    axes = [a for a in (rules.get(name) or ()) if a in mesh.shape and mesh.shape[a] > 1
-            and a not in used]
-    chosen: list[str] = []
-    for a in axes:
-      if size % (math.prod(mesh.shape[c] for c in chosen) * mesh.shape[a]) == 0:
-        chosen.append(a)
-    used.update(chosen)
-    out.append(None if not chosen else chosen[0] if len(chosen) == 1 else tuple(chosen))
-  while out and out[-1] is None:
-    out.pop()
-  return PartitionSpec(*out)
+    Mesh axes of size 1, axes already used by an earlier dimension and axes that do not
+    divide the dimension are dropped (that dimension is then replicated along them).
+    """
+    if len(shape) != len(logical_axes):
+        raise ValueError(
+            f"shape {tuple(shape)} and logical axes {tuple(logical_axes)} differ in rank"
+        )
+    used: set[str] = set()
+    out = []
+    for size, name in zip(shape, logical_axes):
+        if name is not None and name not in rules:
+            raise KeyError(f"no sharding rule for logical axis {name!r}")
+        axes = [
+            a
+            for a in (rules.get(name) or ())
+            if a in mesh.shape and mesh.shape[a] > 1 and a not in used
+        ]
+        chosen: list[str] = []
+        for a in axes:
+            if size % (math.prod(mesh.shape[c] for c in chosen) * mesh.shape[a]) == 0:
+                chosen.append(a)
+        used.update(chosen)
+        out.append(None if not chosen else chosen[0] if len(chosen) == 1 else tuple(chosen))
+    while out and out[-1] is None:
+        out.pop()
+    return PartitionSpec(*out)
 
 
 def named_sharding(shape, logical_axes, mesh: Mesh, rules=DEFAULT_RULES) -> NamedSharding:
-  return NamedSharding(mesh, spec_for(shape, logical_axes, mesh, rules))
+    return NamedSharding(mesh, spec_for(shape, logical_axes, mesh, rules))
 
 
 def tree_shardings(shapes: Any, logical: Any, mesh: Mesh, rules=DEFAULT_RULES) -> Any:
-  """Maps a tree of shapes (or arrays) and a matching tree of logical axes to shardings."""
-  is_axes = lambda x: isinstance(x, tuple) and all(isinstance(a, (str, type(None))) for a in x)
-  return jax.tree.map(
-      lambda axes, x: named_sharding(getattr(x, "shape", x), axes, mesh, rules),
-      logical, shapes, is_leaf=is_axes)
+    """Maps a tree of shapes (or arrays) and a matching tree of logical axes to shardings."""
+    is_axes = lambda x: isinstance(x, tuple) and all(isinstance(a, (str, type(None))) for a in x)
+    return jax.tree.map(
+        lambda axes, x: named_sharding(getattr(x, "shape", x), axes, mesh, rules),
+        logical,
+        shapes,
+        is_leaf=is_axes,
+    )
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, PartitionSpec())
+    return NamedSharding(mesh, PartitionSpec())
 
 
-def constrain(x: jax.Array, logical_axes: Sequence[str | None],
-              rules=DEFAULT_RULES) -> jax.Array:
-  """`with_sharding_constraint` by logical axes under the current mesh; no-op without one."""
-  mesh = jax.sharding.get_abstract_mesh()
-  if mesh.empty:
-    return x
-  return jax.lax.with_sharding_constraint(x, spec_for(x.shape, logical_axes, mesh, rules))
+def constrain(x: jax.Array, logical_axes: Sequence[str | None], rules=DEFAULT_RULES) -> jax.Array:
+    """`with_sharding_constraint` by logical axes under the current mesh; no-op without one."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return x
+    return jax.lax.with_sharding_constraint(x, spec_for(x.shape, logical_axes, mesh, rules))
 
 
 def batch_axis_size(mesh: Mesh, rules=DEFAULT_RULES) -> int:
-  """How many ways the ``batch`` logical axis is split on ``mesh``."""
-  return math.prod(mesh.shape[a] for a in (rules["batch"] or ()) if a in mesh.shape)
+    """How many ways the ``batch`` logical axis is split on ``mesh``."""
+    return math.prod(mesh.shape[a] for a in (rules["batch"] or ()) if a in mesh.shape)
 
 
 def shard_batch(batch: Any, mesh: Mesh, rules=DEFAULT_RULES) -> Any:
-  """Places a tree of host arrays whose leading axis is the batch on ``mesh``.
+    """Places a tree of host arrays whose leading axis is the batch on ``mesh``.
 
-  Every process passes the *global* batch (single-controller feeding); leading
-  dimensions not divisible by the batch axes are replicated.
-  """
-  def put(x):
-    x = np.asarray(x)
-    axes = ("batch",) + (None,) * (x.ndim - 1)
-    return jax.device_put(x, named_sharding(x.shape, axes, mesh, rules))
-  return jax.tree.map(put, batch)
+    Every process passes the *global* batch (single-controller feeding); leading
+    dimensions not divisible by the batch axes are replicated.
+    """
+
+    def put(x):
+        x = np.asarray(x)
+        axes = ("batch",) + (None,) * (x.ndim - 1)
+        return jax.device_put(x, named_sharding(x.shape, axes, mesh, rules))
+
+    return jax.tree.map(put, batch)

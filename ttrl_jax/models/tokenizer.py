@@ -15,85 +15,87 @@ import numpy as np
 
 @dataclasses.dataclass
 class TokenizerInfo:
-  """A loaded tokenizer and the ids the sampler needs.
+    """A loaded tokenizer and the ids the sampler needs.
 
-  Attributes:
-    tokenizer: the HF tokenizer.
-    eos_ids: every id that ends a completion (tokenizer EOS, generation-config EOS
-      ids, the chat template's end-of-turn token when it has one).
-    pad_id: id used for padding (the tokenizer's pad token, else the first EOS id).
-  """
+    Attributes:
+      tokenizer: the HF tokenizer.
+      eos_ids: every id that ends a completion (tokenizer EOS, generation-config EOS
+        ids, the chat template's end-of-turn token when it has one).
+      pad_id: id used for padding (the tokenizer's pad token, else the first EOS id).
+    """
 
-  tokenizer: object
-  eos_ids: tuple[int, ...]
-  pad_id: int
+    tokenizer: object
+    eos_ids: tuple[int, ...]
+    pad_id: int
 
-  def chat_prompt(self, user: str, system: str | None = None) -> str:
-    """The prompt text for one user turn, exactly as the HF chat template renders it."""
-    messages = ([{"role": "system", "content": system}] if system else []) + [
-        {"role": "user", "content": user}]
-    if getattr(self.tokenizer, "chat_template", None):
-      return self.tokenizer.apply_chat_template(messages, tokenize=False,
-                                                add_generation_prompt=True)
-    return (system + "\n\n" if system else "") + user
+    def chat_prompt(self, user: str, system: str | None = None) -> str:
+        """The prompt text for one user turn, exactly as the HF chat template renders it."""
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": user}
+        ]
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True
+            )
+        return (system + "\n\n" if system else "") + user
 
-  def encode(self, texts: Sequence[str]) -> list[list[int]]:
-    """Token ids of each text (no special tokens added beyond the text itself)."""
-    return [self.tokenizer.encode(t, add_special_tokens=False) for t in texts]
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text (no special tokens added beyond the text itself)."""
+        return [self.tokenizer.encode(t, add_special_tokens=False) for t in texts]
 
-  def decode(self, ids, skip_special_tokens: bool = True) -> str:
-    return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
 
 
 def _generation_eos(path: str) -> list[int]:
-  file = os.path.join(path, "generation_config.json")
-  if not os.path.isfile(file):
-    return []
-  try:
-    with open(file, encoding="utf-8") as f:
-      eos = json.load(f).get("eos_token_id")
-  except json.JSONDecodeError as e:
-    raise ValueError(f"{file}: malformed JSON ({e})") from None
-  if eos is None:
-    return []
-  return [int(e) for e in (eos if isinstance(eos, list) else [eos])]
+    file = os.path.join(path, "generation_config.json")
+    if not os.path.isfile(file):
+        return []
+    try:
+        with open(file, encoding="utf-8") as f:
+            eos = json.load(f).get("eos_token_id")
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{file}: malformed JSON ({e})") from None
+    if eos is None:
+        return []
+    return [int(e) for e in (eos if isinstance(eos, list) else [eos])]
 
 
 def load_tokenizer(path: str | os.PathLike) -> TokenizerInfo:
-  """Loads the tokenizer of a local HF directory and resolves its EOS / pad ids."""
-  from transformers import AutoTokenizer  # heavy import, kept local
+    """Loads the tokenizer of a local HF directory and resolves its EOS / pad ids."""
+    from transformers import AutoTokenizer  # heavy import, kept local
 
-  path = os.fspath(path)
-  if not os.path.isdir(path):
-    raise FileNotFoundError(f"tokenizer directory not found: {path}")
-  try:
-    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
-  except (OSError, ValueError) as e:
-    raise ValueError(f"{path}: cannot load a tokenizer ({str(e).splitlines()[0]})") from None
-  eos: list[int] = []
-  if tok.eos_token_id is not None:
-    eos.append(int(tok.eos_token_id))
-  eos += _generation_eos(path)
-  for special in ("<|im_end|>", "<|eot_id|>", "<|endoftext|>"):
-    tid = tok.convert_tokens_to_ids(special) if special in tok.get_vocab() else None
-    if tid is not None and special in (getattr(tok, "chat_template", None) or ""):
-      eos.append(int(tid))
-  eos = list(dict.fromkeys(eos))
-  if not eos:
-    raise ValueError(f"{path}: the tokenizer defines no EOS token")
-  pad = tok.pad_token_id if tok.pad_token_id is not None else eos[0]
-  return TokenizerInfo(tokenizer=tok, eos_ids=tuple(eos), pad_id=int(pad))
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"tokenizer directory not found: {path}")
+    try:
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: cannot load a tokenizer ({str(e).splitlines()[0]})") from None
+    eos: list[int] = []
+    if tok.eos_token_id is not None:
+        eos.append(int(tok.eos_token_id))
+    eos += _generation_eos(path)
+    for special in ("<|im_end|>", "<|eot_id|>", "<|endoftext|>"):
+        tid = tok.convert_tokens_to_ids(special) if special in tok.get_vocab() else None
+        if tid is not None and special in (getattr(tok, "chat_template", None) or ""):
+            eos.append(int(tid))
+    eos = list(dict.fromkeys(eos))
+    if not eos:
+        raise ValueError(f"{path}: the tokenizer defines no EOS token")
+    pad = tok.pad_token_id if tok.pad_token_id is not None else eos[0]
+    return TokenizerInfo(tokenizer=tok, eos_ids=tuple(eos), pad_id=int(pad))
 
 
 def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, length: int | None = None):
-  """Left-pads token lists to ``length`` -> (tokens int32 ``[B, P]``, mask int32 ``[B, P]``)."""
-  length = length or max(len(s) for s in seqs)
-  tokens = np.full((len(seqs), length), pad_id, np.int32)
-  mask = np.zeros((len(seqs), length), np.int32)
-  for i, s in enumerate(seqs):
-    if len(s) > length:
-      raise ValueError(f"sequence {i} has {len(s)} tokens, more than {length}")
-    if len(s):
-      tokens[i, length - len(s):] = s
-      mask[i, length - len(s):] = 1
-  return tokens, mask
+    """Left-pads token lists to ``length`` -> (tokens int32 ``[B, P]``, mask int32 ``[B, P]``)."""
+    length = length or max(len(s) for s in seqs)
+    tokens = np.full((len(seqs), length), pad_id, np.int32)
+    mask = np.zeros((len(seqs), length), np.int32)
+    for i, s in enumerate(seqs):
+        if len(s) > length:
+            raise ValueError(f"sequence {i} has {len(s)} tokens, more than {length}")
+        if len(s):
+            tokens[i, length - len(s) :] = s
+            mask[i, length - len(s) :] = 1
+    return tokens, mask

@@ -43,298 +43,330 @@ _NEG = float(np.finfo(np.float32).min)
 
 
 def param_logical_axes(cfg: ModelConfig) -> Params:
-  """Logical axis names of every parameter (same tree structure as the params)."""
-  layers = {
-      "attn_norm": ("layers", "norm"),
-      "wq": ("layers", "embed", "heads", "head_dim"),
-      "wk": ("layers", "embed", "kv_heads", "head_dim"),
-      "wv": ("layers", "embed", "kv_heads", "head_dim"),
-      "wo": ("layers", "heads", "head_dim", "embed"),
-      "mlp_norm": ("layers", "norm"),
-      "w_gate": ("layers", "embed", "mlp"),
-      "w_up": ("layers", "embed", "mlp"),
-      "w_down": ("layers", "mlp", "embed"),
-  }
-  if cfg.qkv_bias:
-    layers.update(bq=("layers", "heads", "head_dim"), bk=("layers", "kv_heads", "head_dim"),
-                  bv=("layers", "kv_heads", "head_dim"))
-  if cfg.o_bias:
-    layers["bo"] = ("layers", "norm")
-  if cfg.mlp_bias:
-    layers.update(b_gate=("layers", "mlp"), b_up=("layers", "mlp"), b_down=("layers", "norm"))
-  out = {"embed": ("vocab", "embed"), "layers": layers, "final_norm": ("norm",)}
-  if not cfg.tie_word_embeddings:
-    out["lm_head"] = ("embed", "vocab")
-  return out
+    """Logical axis names of every parameter (same tree structure as the params)."""
+    layers = {
+        "attn_norm": ("layers", "norm"),
+        "wq": ("layers", "embed", "heads", "head_dim"),
+        "wk": ("layers", "embed", "kv_heads", "head_dim"),
+        "wv": ("layers", "embed", "kv_heads", "head_dim"),
+        "wo": ("layers", "heads", "head_dim", "embed"),
+        "mlp_norm": ("layers", "norm"),
+        "w_gate": ("layers", "embed", "mlp"),
+        "w_up": ("layers", "embed", "mlp"),
+        "w_down": ("layers", "mlp", "embed"),
+    }
+    if cfg.qkv_bias:
+        layers.update(
+            bq=("layers", "heads", "head_dim"),
+            bk=("layers", "kv_heads", "head_dim"),
+            bv=("layers", "kv_heads", "head_dim"),
+        )
+    if cfg.o_bias:
+        layers["bo"] = ("layers", "norm")
+    if cfg.mlp_bias:
+        layers.update(b_gate=("layers", "mlp"), b_up=("layers", "mlp"), b_down=("layers", "norm"))
+    out = {"embed": ("vocab", "embed"), "layers": layers, "final_norm": ("norm",)}
+    if not cfg.tie_word_embeddings:
+        out["lm_head"] = ("embed", "vocab")
+    return out
 
 
 def param_shapes(cfg: ModelConfig) -> Params:
-  """Shapes of every parameter (same tree structure as the params)."""
-  nl, d, f, v = cfg.num_layers, cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
-  h, k, dh = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-  layers = {
-      "attn_norm": (nl, d), "wq": (nl, d, h, dh), "wk": (nl, d, k, dh),
-      "wv": (nl, d, k, dh), "wo": (nl, h, dh, d), "mlp_norm": (nl, d),
-      "w_gate": (nl, d, f), "w_up": (nl, d, f), "w_down": (nl, f, d),
-  }
-  if cfg.qkv_bias:
-    layers.update(bq=(nl, h, dh), bk=(nl, k, dh), bv=(nl, k, dh))
-  if cfg.o_bias:
-    layers["bo"] = (nl, d)
-  if cfg.mlp_bias:
-    layers.update(b_gate=(nl, f), b_up=(nl, f), b_down=(nl, d))
-  out = {"embed": (v, d), "layers": layers, "final_norm": (d,)}
-  if not cfg.tie_word_embeddings:
-    out["lm_head"] = (d, v)
-  return out
+    """Shapes of every parameter (same tree structure as the params)."""
+    nl, d, f, v = cfg.num_layers, cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
+    h, k, dh = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    layers = {
+        "attn_norm": (nl, d),
+        "wq": (nl, d, h, dh),
+        "wk": (nl, d, k, dh),
+        "wv": (nl, d, k, dh),
+        "wo": (nl, h, dh, d),
+        "mlp_norm": (nl, d),
+        "w_gate": (nl, d, f),
+        "w_up": (nl, d, f),
+        "w_down": (nl, f, d),
+    }
+    if cfg.qkv_bias:
+        layers.update(bq=(nl, h, dh), bk=(nl, k, dh), bv=(nl, k, dh))
+    if cfg.o_bias:
+        layers["bo"] = (nl, d)
+    if cfg.mlp_bias:
+        layers.update(b_gate=(nl, f), b_up=(nl, f), b_down=(nl, d))
+    out = {"embed": (v, d), "layers": layers, "final_norm": (d,)}
+    if not cfg.tie_word_embeddings:
+        out["lm_head"] = (d, v)
+    return out
 
 
 def init_params(cfg: ModelConfig, key: jax.Array, dtype=jnp.float32, std: float = 0.02) -> Params:
-  """Random parameters: N(0, std^2) weights, zero biases, unit norm gains."""
-  shapes = param_shapes(cfg)
-  flat, treedef = jax.tree.flatten_with_path(shapes, is_leaf=lambda x: isinstance(x, tuple))
-  keys = jax.random.split(key, len(flat))
-  leaves = []
-  for (path, shape), k in zip(flat, keys):
-    name = path[-1].key
-    if "norm" in name:
-      leaves.append(jnp.ones(shape, dtype))
-    elif name.startswith("b"):
-      leaves.append(jnp.zeros(shape, dtype))
-    else:
-      leaves.append((std * jax.random.normal(k, shape, jnp.float32)).astype(dtype))
-  return jax.tree.unflatten(treedef, leaves)
+    """Random parameters: N(0, std^2) weights, zero biases, unit norm gains."""
+    shapes = param_shapes(cfg)
+    flat, treedef = jax.tree.flatten_with_path(shapes, is_leaf=lambda x: isinstance(x, tuple))
+    keys = jax.random.split(key, len(flat))
+    leaves = []
+    for (path, shape), k in zip(flat, keys):
+        name = path[-1].key
+        if "norm" in name:
+            leaves.append(jnp.ones(shape, dtype))
+        elif name.startswith("b"):
+            leaves.append(jnp.zeros(shape, dtype))
+        else:
+            leaves.append((std * jax.random.normal(k, shape, jnp.float32)).astype(dtype))
+    return jax.tree.unflatten(treedef, leaves)
 
 
 def rms_norm(x: jax.Array, gain: jax.Array, eps: float) -> jax.Array:
-  """gain * x / sqrt(mean(x^2) + eps), statistics in fp32, result in x.dtype."""
-  x32 = x.astype(jnp.float32)
-  normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
-  return gain * normed.astype(x.dtype)
+    """gain * x / sqrt(mean(x^2) + eps), statistics in fp32, result in x.dtype."""
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+    return gain * normed.astype(x.dtype)
 
 
 def rope_inv_freq(cfg: ModelConfig) -> np.ndarray:
-  """Inverse frequencies w_j = theta^(-2j/Dh), j < Dh/2, with Llama-3 scaling if set.
+    """Inverse frequencies w_j = theta^(-2j/Dh), j < Dh/2, with Llama-3 scaling if set.
 
-  Llama-3 scaling (factor s, low/high frequency factors a/b, original context C):
-  wavelength lambda_j = 2 pi / w_j; if lambda_j > C/a: w_j /= s; if lambda_j < C/b: keep;
-  else interpolate: w_j = (1 - m) w_j / s + m w_j with m = (C/lambda_j - a) / (b - a).
-  """
-  dh = cfg.head_dim
-  inv = 1.0 / (np.float32(cfg.rope_theta) **
-               (np.arange(0, dh, 2, dtype=np.int64).astype(np.float32) / np.float32(dh)))
-  inv = inv.astype(np.float32)
-  rs = cfg.rope_scaling_dict
-  if rs:
-    s, a, b = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
-    ctx = rs["original_max_position_embeddings"]
-    wavelen = (2 * np.pi / inv).astype(np.float32)
-    scaled = np.where(wavelen > ctx / a, inv / s, inv).astype(np.float32)
-    smooth = ((ctx / wavelen - a) / (b - a)).astype(np.float32)
-    smoothed = ((1 - smooth) * scaled / s + smooth * scaled).astype(np.float32)
-    medium = ~(wavelen < ctx / b) & ~(wavelen > ctx / a)
-    inv = np.where(medium, smoothed, scaled).astype(np.float32)
-  return inv
+    Llama-3 scaling (factor s, low/high frequency factors a/b, original context C):
+    wavelength lambda_j = 2 pi / w_j; if lambda_j > C/a: w_j /= s; if lambda_j < C/b: keep;
+    else interpolate: w_j = (1 - m) w_j / s + m w_j with m = (C/lambda_j - a) / (b - a).
+    """
+    dh = cfg.head_dim
+    inv = 1.0 / (
+        np.float32(cfg.rope_theta)
+        ** (np.arange(0, dh, 2, dtype=np.int64).astype(np.float32) / np.float32(dh))
+    )
+    inv = inv.astype(np.float32)
+    rs = cfg.rope_scaling_dict
+    if rs:
+        s, a, b = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
+        ctx = rs["original_max_position_embeddings"]
+        wavelen = (2 * np.pi / inv).astype(np.float32)
+        scaled = np.where(wavelen > ctx / a, inv / s, inv).astype(np.float32)
+        smooth = ((ctx / wavelen - a) / (b - a)).astype(np.float32)
+        smoothed = ((1 - smooth) * scaled / s + smooth * scaled).astype(np.float32)
+        medium = ~(wavelen < ctx / b) & ~(wavelen > ctx / a)
+        inv = np.where(medium, smoothed, scaled).astype(np.float32)
+    return inv
 
 
 def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.Array:
-  """Rotates x ``[..., L, H, Dh]`` by positions ``[..., L]`` (half-split convention)."""
-  freqs = positions.astype(jnp.float32)[..., None] * inv_freq  # [..., L, Dh/2]
-  emb = jnp.concatenate([freqs, freqs], axis=-1)[..., None, :]  # [..., L, 1, Dh]
-  cos, sin = jnp.cos(emb).astype(x.dtype), jnp.sin(emb).astype(x.dtype)
-  half = x.shape[-1] // 2
-  rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
-  return x * cos + rotated * sin
+    """Rotates x ``[..., L, H, Dh]`` by positions ``[..., L]`` (half-split convention)."""
+    freqs = positions.astype(jnp.float32)[..., None] * inv_freq  # [..., L, Dh/2]
+    emb = jnp.concatenate([freqs, freqs], axis=-1)[..., None, :]  # [..., L, 1, Dh]
+    cos, sin = jnp.cos(emb).astype(x.dtype), jnp.sin(emb).astype(x.dtype)
+    half = x.shape[-1] // 2
+    rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    return x * cos + rotated * sin
 
 
 def _attend(q, k, v, mask, prefix_k=None, prefix_v=None, prefix_mask=None):
-  """Grouped-query attention over the group's own keys and an optional shared prefix.
+    """Grouped-query attention over the group's own keys and an optional shared prefix.
 
-  Args:
-    q: ``[B, G, L, K, R, Dh]`` queries (already rotated).
-    k, v: ``[B, G, S, K, Dh]`` the group's own keys / values.
-    mask: ``[B|1, G|1, L, S]`` bool, which own keys each query may see.
-    prefix_k, prefix_v: ``[B, P, K, Dh]`` keys / values shared by all G samples.
-    prefix_mask: ``[B, P]`` bool.
+    Args:
+      q: ``[B, G, L, K, R, Dh]`` queries (already rotated).
+      k, v: ``[B, G, S, K, Dh]`` the group's own keys / values.
+      mask: ``[B|1, G|1, L, S]`` bool, which own keys each query may see.
+      prefix_k, prefix_v: ``[B, P, K, Dh]`` keys / values shared by all G samples.
+      prefix_mask: ``[B, P]`` bool.
 
-  Returns:
-    ``[B, G, L, K, R, Dh]`` attention output in v.dtype.
-  """
-  scale = q.shape[-1] ** -0.5
-  s_own = jnp.einsum("bglkrd,bgskd->bgkrls", q, k,
-                     preferred_element_type=jnp.float32) * scale  # [B, G, K, R, L, S]
-  s_own = jnp.where(mask[:, :, None, None], s_own, _NEG)
-  if prefix_k is None:
-    probs = jax.nn.softmax(s_own, axis=-1).astype(v.dtype)
-    return jnp.einsum("bgkrls,bgskd->bglkrd", probs, v)
-  s_pre = jnp.einsum("bglkrd,bpkd->bgkrlp", q, prefix_k,
-                     preferred_element_type=jnp.float32) * scale  # [B, G, K, R, L, P]
-  s_pre = jnp.where(prefix_mask[:, None, None, None, None, :], s_pre, _NEG)
-  p = prefix_k.shape[1]
-  probs = jax.nn.softmax(jnp.concatenate([s_pre, s_own], axis=-1), axis=-1).astype(v.dtype)
-  return (jnp.einsum("bgkrlp,bpkd->bglkrd", probs[..., :p], prefix_v) +
-          jnp.einsum("bgkrls,bgskd->bglkrd", probs[..., p:], v))
+    Returns:
+      ``[B, G, L, K, R, Dh]`` attention output in v.dtype.
+    """
+    scale = q.shape[-1] ** -0.5
+    s_own = (
+        jnp.einsum("bglkrd,bgskd->bgkrls", q, k, preferred_element_type=jnp.float32) * scale
+    )  # [B, G, K, R, L, S]
+    s_own = jnp.where(mask[:, :, None, None], s_own, _NEG)
+    if prefix_k is None:
+        probs = jax.nn.softmax(s_own, axis=-1).astype(v.dtype)
+        return jnp.einsum("bgkrls,bgskd->bglkrd", probs, v)
+    s_pre = (
+        jnp.einsum("bglkrd,bpkd->bgkrlp", q, prefix_k, preferred_element_type=jnp.float32) * scale
+    )  # [B, G, K, R, L, P]
+    s_pre = jnp.where(prefix_mask[:, None, None, None, None, :], s_pre, _NEG)
+    p = prefix_k.shape[1]
+    probs = jax.nn.softmax(jnp.concatenate([s_pre, s_own], axis=-1), axis=-1).astype(v.dtype)
+    return jnp.einsum("bgkrlp,bpkd->bglkrd", probs[..., :p], prefix_v) + jnp.einsum(
+        "bgkrls,bgskd->bglkrd", probs[..., p:], v
+    )
 
 
 def _block(cfg: ModelConfig, lp: Params, x, positions, inv_freq, attn_kv):
-  """One decoder block. ``attn_kv(k, v) -> (k_all, v_all, mask, prefix, aux)``."""
-  b, g, l, _ = x.shape
-  kh, r, dh = cfg.num_kv_heads, cfg.num_heads // cfg.num_kv_heads, cfg.head_dim
-  n = rms_norm(x, lp["attn_norm"], cfg.rms_norm_eps)
-  q = jnp.einsum("bgld,dhe->bglhe", n, lp["wq"])  # [B, G, L, H, Dh]
-  k = jnp.einsum("bgld,dke->bglke", n, lp["wk"])  # [B, G, L, K, Dh]
-  v = jnp.einsum("bgld,dke->bglke", n, lp["wv"])
-  if cfg.qkv_bias:
-    q, k, v = q + lp["bq"], k + lp["bk"], v + lp["bv"]
-  q = apply_rope(q, positions, inv_freq)
-  k = apply_rope(k, positions, inv_freq)
-  k_all, v_all, mask, prefix, aux = attn_kv(k, v)
-  q = q.reshape(b, g, l, kh, r, dh)
-  o = _attend(q, k_all, v_all, mask, *prefix).reshape(b, g, l, kh * r, dh)
-  o = jnp.einsum("bglhe,hed->bgld", o, lp["wo"])
-  if cfg.o_bias:
-    o = o + lp["bo"]
-  x = x + o
-  n = rms_norm(x, lp["mlp_norm"], cfg.rms_norm_eps)
-  gate = jnp.einsum("bgld,df->bglf", n, lp["w_gate"])
-  up = jnp.einsum("bgld,df->bglf", n, lp["w_up"])
-  if cfg.mlp_bias:
-    gate, up = gate + lp["b_gate"], up + lp["b_up"]
-  down = jnp.einsum("bglf,fd->bgld", jax.nn.silu(gate) * up, lp["w_down"])
-  if cfg.mlp_bias:
-    down = down + lp["b_down"]
-  return x + down, aux
+    """One decoder block. ``attn_kv(k, v) -> (k_all, v_all, mask, prefix, aux)``."""
+    b, g, l, _ = x.shape
+    kh, r, dh = cfg.num_kv_heads, cfg.num_heads // cfg.num_kv_heads, cfg.head_dim
+    n = rms_norm(x, lp["attn_norm"], cfg.rms_norm_eps)
+    q = jnp.einsum("bgld,dhe->bglhe", n, lp["wq"])  # [B, G, L, H, Dh]
+    k = jnp.einsum("bgld,dke->bglke", n, lp["wk"])  # [B, G, L, K, Dh]
+    v = jnp.einsum("bgld,dke->bglke", n, lp["wv"])
+    if cfg.qkv_bias:
+        q, k, v = q + lp["bq"], k + lp["bk"], v + lp["bv"]
+    q = apply_rope(q, positions, inv_freq)
+    k = apply_rope(k, positions, inv_freq)
+    k_all, v_all, mask, prefix, aux = attn_kv(k, v)
+    q = q.reshape(b, g, l, kh, r, dh)
+    o = _attend(q, k_all, v_all, mask, *prefix).reshape(b, g, l, kh * r, dh)
+    o = jnp.einsum("bglhe,hed->bgld", o, lp["wo"])
+    if cfg.o_bias:
+        o = o + lp["bo"]
+    x = x + o
+    n = rms_norm(x, lp["mlp_norm"], cfg.rms_norm_eps)
+    gate = jnp.einsum("bgld,df->bglf", n, lp["w_gate"])
+    up = jnp.einsum("bgld,df->bglf", n, lp["w_up"])
+    if cfg.mlp_bias:
+        gate, up = gate + lp["b_gate"], up + lp["b_up"]
+    down = jnp.einsum("bglf,fd->bgld", jax.nn.silu(gate) * up, lp["w_down"])
+    if cfg.mlp_bias:
+        down = down + lp["b_down"]
+    return x + down, aux
 
 
-def forward(params: Params, cfg: ModelConfig, tokens: jax.Array, positions: jax.Array, *,
-            key_mask: jax.Array | None = None, cache: dict | None = None,
-            write_index: jax.Array | int | None = None, prefix: dict | None = None,
-            return_kv: bool = False, unroll: int | bool = 1):
-  """Runs the decoder and returns final-normed hidden states.
+def forward(
+    params: Params,
+    cfg: ModelConfig,
+    tokens: jax.Array,
+    positions: jax.Array,
+    *,
+    key_mask: jax.Array | None = None,
+    cache: dict | None = None,
+    write_index: jax.Array | int | None = None,
+    prefix: dict | None = None,
+    return_kv: bool = False,
+    unroll: int | bool = 1,
+):
+    """Runs the decoder and returns final-normed hidden states.
 
-  Args:
-    params: the parameter tree.
-    cfg: model config.
-    tokens: ``[B, G, L]`` int32.
-    positions: ``[B, G, L]`` int32 rotary positions.
-    key_mask: ``[B, G, L]`` bool; which of the L tokens are real (full-sequence mode,
-      no cache). Keys are visible to a query if real and not in its future.
-    cache: ``{"k", "v"}: [layers, B, G, S, K, Dh]`` per-row cache (decode mode). The L
-      new tokens are written at slots ``write_index .. write_index+L-1``; a query at
-      slot s sees own slots ``<= s``.
-    write_index: scalar int, where the new tokens go in the cache.
-    prefix: ``{"k", "v"}: [layers, B, P, K, Dh]`` and ``"mask": [B, P]``: a prompt's
-      k/v shared by its G samples (decode mode only).
-    return_kv: also return the per-layer k/v ``[layers, B, G, L, K, Dh]`` (prefill).
-    unroll: `lax.scan` unroll factor over layers.
+    Args:
+      params: the parameter tree.
+      cfg: model config.
+      tokens: ``[B, G, L]`` int32.
+      positions: ``[B, G, L]`` int32 rotary positions.
+      key_mask: ``[B, G, L]`` bool; which of the L tokens are real (full-sequence mode,
+        no cache). Keys are visible to a query if real and not in its future.
+      cache: ``{"k", "v"}: [layers, B, G, S, K, Dh]`` per-row cache (decode mode). The L
+        new tokens are written at slots ``write_index .. write_index+L-1``; a query at
+        slot s sees own slots ``<= s``.
+      write_index: scalar int, where the new tokens go in the cache.
+      prefix: ``{"k", "v"}: [layers, B, P, K, Dh]`` and ``"mask": [B, P]``: a prompt's
+        k/v shared by its G samples (decode mode only).
+      return_kv: also return the per-layer k/v ``[layers, B, G, L, K, Dh]`` (prefill).
+      unroll: `lax.scan` unroll factor over layers.
 
-  Returns:
-    ``(hidden [B, G, L, D], aux)`` with aux the updated cache (decode mode), the
-    stacked k/v (``return_kv``), or None.
-  """
-  b, g, l = tokens.shape
-  inv_freq = jnp.asarray(rope_inv_freq(cfg))
-  x = jnp.take(params["embed"], tokens, axis=0)  # [B, G, L, D]
-  x = sharding.constrain(x, ("batch", None, None, None))
-  layer_ids = jnp.arange(cfg.num_layers, dtype=jnp.int32)
+    Returns:
+      ``(hidden [B, G, L, D], aux)`` with aux the updated cache (decode mode), the
+      stacked k/v (``return_kv``), or None.
+    """
+    b, g, l = tokens.shape
+    inv_freq = jnp.asarray(rope_inv_freq(cfg))
+    x = jnp.take(params["embed"], tokens, axis=0)  # [B, G, L, D]
+    x = sharding.constrain(x, ("batch", None, None, None))
+    layer_ids = jnp.arange(cfg.num_layers, dtype=jnp.int32)
 
-  if cache is None:
-    if prefix is not None:
-      raise ValueError("a shared prefix needs a cache (decode mode)")
-    if key_mask is None:
-      key_mask = jnp.ones(tokens.shape, bool)
-    causal = jnp.tril(jnp.ones((l, l), bool))
-    mask = causal[None, None] & key_mask[:, :, None, :]  # [B, G, L, L]
+    if cache is None:
+        if prefix is not None:
+            raise ValueError("a shared prefix needs a cache (decode mode)")
+        if key_mask is None:
+            key_mask = jnp.ones(tokens.shape, bool)
+        causal = jnp.tril(jnp.ones((l, l), bool))
+        mask = causal[None, None] & key_mask[:, :, None, :]  # [B, G, L, L]
 
-    def body(x, xs):
-      lp, _ = xs
-      fn = lambda k, v: (k, v, mask, (), (k, v) if return_kv else None)
-      return _block(cfg, lp, x, positions, inv_freq, fn)
+        def body(x, xs):
+            lp, _ = xs
+            fn = lambda k, v: (k, v, mask, (), (k, v) if return_kv else None)
+            return _block(cfg, lp, x, positions, inv_freq, fn)
 
-    x, kv = jax.lax.scan(body, x, (params["layers"], layer_ids), unroll=unroll)
-    aux = {"k": kv[0], "v": kv[1]} if return_kv else None
-  else:
-    s = cache["k"].shape[3]
-    slots = write_index + jnp.arange(l)
-    mask = (jnp.arange(s)[None, :] <= slots[:, None])[None, None]  # [1, 1, L, S]
-    pre = prefix or {}
+        x, kv = jax.lax.scan(body, x, (params["layers"], layer_ids), unroll=unroll)
+        aux = {"k": kv[0], "v": kv[1]} if return_kv else None
+    else:
+        s = cache["k"].shape[3]
+        slots = write_index + jnp.arange(l)
+        mask = (jnp.arange(s)[None, :] <= slots[:, None])[None, None]  # [1, 1, L, S]
+        pre = prefix or {}
 
-    def body(carry, xs):
-      x, ck, cv = carry
-      lp, i, pk, pv = xs
-      def fn(k, v):
-        start = (i, 0, 0, write_index, 0, 0)
-        nk = jax.lax.dynamic_update_slice(ck, k[None].astype(ck.dtype), start)
-        nv = jax.lax.dynamic_update_slice(cv, v[None].astype(cv.dtype), start)
-        kk = jax.lax.dynamic_index_in_dim(nk, i, 0, keepdims=False)
-        vv = jax.lax.dynamic_index_in_dim(nv, i, 0, keepdims=False)
-        pfx = (pk, pv, pre["mask"]) if prefix is not None else ()
-        return kk, vv, mask, pfx, (nk, nv)
-      x, (nk, nv) = _block(cfg, lp, x, positions, inv_freq, fn)
-      return (x, nk, nv), None
+        def body(carry, xs):
+            x, ck, cv = carry
+            lp, i, pk, pv = xs
 
-    xs = (params["layers"], layer_ids, pre.get("k"), pre.get("v"))
-    (x, ck, cv), _ = jax.lax.scan(body, (x, cache["k"], cache["v"]), xs, unroll=unroll)
-    aux = {"k": ck, "v": cv}
-  return rms_norm(x, params["final_norm"], cfg.rms_norm_eps), aux
+            def fn(k, v):
+                start = (i, 0, 0, write_index, 0, 0)
+                nk = jax.lax.dynamic_update_slice(ck, k[None].astype(ck.dtype), start)
+                nv = jax.lax.dynamic_update_slice(cv, v[None].astype(cv.dtype), start)
+                kk = jax.lax.dynamic_index_in_dim(nk, i, 0, keepdims=False)
+                vv = jax.lax.dynamic_index_in_dim(nv, i, 0, keepdims=False)
+                pfx = (pk, pv, pre["mask"]) if prefix is not None else ()
+                return kk, vv, mask, pfx, (nk, nv)
+
+            x, (nk, nv) = _block(cfg, lp, x, positions, inv_freq, fn)
+            return (x, nk, nv), None
+
+        xs = (params["layers"], layer_ids, pre.get("k"), pre.get("v"))
+        (x, ck, cv), _ = jax.lax.scan(body, (x, cache["k"], cache["v"]), xs, unroll=unroll)
+        aux = {"k": ck, "v": cv}
+    return rms_norm(x, params["final_norm"], cfg.rms_norm_eps), aux
 
 
 def lm_head_weight(params: Params, cfg: ModelConfig) -> jax.Array:
-  """``[D, V]`` output projection (the embedding transposed when tied)."""
-  return params["embed"].T if cfg.tie_word_embeddings else params["lm_head"]
+    """``[D, V]`` output projection (the embedding transposed when tied)."""
+    return params["embed"].T if cfg.tie_word_embeddings else params["lm_head"]
 
 
 def logits_from_hidden(params: Params, cfg: ModelConfig, hidden: jax.Array) -> jax.Array:
-  """fp32 logits ``[..., V]`` = hidden ``[..., D]`` @ W_head (accumulated in fp32)."""
-  return jnp.einsum("...d,dv->...v", hidden, lm_head_weight(params, cfg),
-                    preferred_element_type=jnp.float32)
+    """fp32 logits ``[..., V]`` = hidden ``[..., D]`` @ W_head (accumulated in fp32)."""
+    return jnp.einsum(
+        "...d,dv->...v", hidden, lm_head_weight(params, cfg), preferred_element_type=jnp.float32
+    )
 
 
-def token_logprobs(params: Params, cfg: ModelConfig, hidden: jax.Array, targets: jax.Array,
-                   temperature: float | jax.Array = 1.0, chunk: int = 128,
-                   with_entropy: bool = False):
-  """Per-token log-probs of ``targets`` without materialising ``[B, T, V]`` logits.
+def token_logprobs(
+    params: Params,
+    cfg: ModelConfig,
+    hidden: jax.Array,
+    targets: jax.Array,
+    temperature: float | jax.Array = 1.0,
+    chunk: int = 128,
+    with_entropy: bool = False,
+):
+    """Per-token log-probs of ``targets`` without materialising ``[B, T, V]`` logits.
 
-  log p(y_t) = z_t[y_t]/tau - logsumexp(z_t/tau),  z_t = W_head^T h_t (fp32);
-  entropy_t = logsumexp(z_t/tau) - sum_v softmax(z_t/tau)_v z_t[v]/tau.
+    log p(y_t) = z_t[y_t]/tau - logsumexp(z_t/tau),  z_t = W_head^T h_t (fp32);
+    entropy_t = logsumexp(z_t/tau) - sum_v softmax(z_t/tau)_v z_t[v]/tau.
 
-  Time is processed in chunks of ``chunk`` steps under `lax.map`; each chunk is
-  rematerialised in the backward pass, so peak memory is ``B * chunk * V`` floats.
+    Time is processed in chunks of ``chunk`` steps under `lax.map`; each chunk is
+    rematerialised in the backward pass, so peak memory is ``B * chunk * V`` floats.
 
-  Args:
-    hidden: ``[B, T, D]`` hidden states whose next token is ``targets``.
-    targets: ``[B, T]`` int32.
-    temperature: softmax temperature tau.
-    chunk: time steps per chunk.
-    with_entropy: also return per-token entropies.
+    Args:
+      hidden: ``[B, T, D]`` hidden states whose next token is ``targets``.
+      targets: ``[B, T]`` int32.
+      temperature: softmax temperature tau.
+      chunk: time steps per chunk.
+      with_entropy: also return per-token entropies.
 
-  Returns:
-    logprobs ``[B, T]`` fp32 (and entropies ``[B, T]`` if requested).
-  """
-  b, t, d = hidden.shape
-  c = min(chunk, t)
-  pad = (-t) % c
-  h = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0))).reshape(b, -1, c, d).swapaxes(0, 1)
-  y = jnp.pad(targets, ((0, 0), (0, pad))).reshape(b, -1, c).swapaxes(0, 1)
+    Returns:
+      logprobs ``[B, T]`` fp32 (and entropies ``[B, T]`` if requested).
+    """
+    b, t, d = hidden.shape
+    c = min(chunk, t)
+    pad = (-t) % c
+    h = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0))).reshape(b, -1, c, d).swapaxes(0, 1)
+    y = jnp.pad(targets, ((0, 0), (0, pad))).reshape(b, -1, c).swapaxes(0, 1)
 
-  @jax.checkpoint
-  def one(args):
-    hc, yc = args  # [B, c, D], [B, c]
-    z = logits_from_hidden(params, cfg, hc) / temperature  # [B, c, V]
-    lse = jax.nn.logsumexp(z, axis=-1)
-    lp = jnp.take_along_axis(z, yc[..., None], axis=-1)[..., 0] - lse
+    @jax.checkpoint
+    def one(args):
+        hc, yc = args  # [B, c, D], [B, c]
+        z = logits_from_hidden(params, cfg, hc) / temperature  # [B, c, V]
+        lse = jax.nn.logsumexp(z, axis=-1)
+        lp = jnp.take_along_axis(z, yc[..., None], axis=-1)[..., 0] - lse
+        if not with_entropy:
+            return lp, jnp.zeros_like(lp)
+        ent = lse - jnp.sum(jax.nn.softmax(z, axis=-1) * z, axis=-1)
+        return lp, ent
+
+    lp, ent = jax.lax.map(one, (h, y))
+    lp = lp.swapaxes(0, 1).reshape(b, -1)[:, :t]
     if not with_entropy:
-      return lp, jnp.zeros_like(lp)
-    ent = lse - jnp.sum(jax.nn.softmax(z, axis=-1) * z, axis=-1)
-    return lp, ent
-
-  lp, ent = jax.lax.map(one, (h, y))
-  lp = lp.swapaxes(0, 1).reshape(b, -1)[:, :t]
-  if not with_entropy:
-    return lp
-  return lp, ent.swapaxes(0, 1).reshape(b, -1)[:, :t]
+        return lp
+    return lp, ent.swapaxes(0, 1).reshape(b, -1)[:, :t]
 
 
 def positions_from_mask(mask: jax.Array) -> jax.Array:
-  """Rotary positions ``cumsum(mask) - 1`` (clipped at 0 for left padding)."""
-  return jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), axis=-1) - 1, 0)
+    """Rotary positions ``cumsum(mask) - 1`` (clipped at 0 for left padding)."""
+    return jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), axis=-1) - 1, 0)
