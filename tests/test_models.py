@@ -271,7 +271,8 @@ def test_bad_inputs_give_clear_errors(qwen_dir, tmp_path):
 
 def test_tokenizer_chat_template_and_stop_ids(tmp_path):
     from transformers import AutoTokenizer
-    from ttrl_jax.models.tokenizer import left_pad, load_tokenizer
+    from ttrl_jax.data.padding import left_pad
+    from ttrl_jax.models.tokenizer import load_tokenizer
 
     path, _ = tiny_models.make_tokenizer(tmp_path / "tok")
     (tmp_path / "tok" / "generation_config.json").write_text(json.dumps({"eos_token_id": [1, 3]}))
@@ -287,7 +288,7 @@ def test_tokenizer_chat_template_and_stop_ids(tmp_path):
     assert info.pad_id == hf.convert_tokens_to_ids("<|pad|>")
     ids = info.encode(["What is 12 + 7 ?", "19"])
     assert info.decode(ids[0]) == "What is 12 + 7 ?"
-    tokens, mask = left_pad(ids, info.pad_id, 16)
+    tokens, mask = left_pad(ids, info.pad_id, length=16)
     assert tokens.shape == (2, 16) and mask[1].sum() == len(ids[1]) and mask[1, -1] == 1
     with pytest.raises(FileNotFoundError):
         load_tokenizer(tmp_path / "missing")

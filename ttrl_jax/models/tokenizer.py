@@ -8,9 +8,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
-import numpy as np
 
 
 @dataclasses.dataclass
@@ -85,17 +84,3 @@ def load_tokenizer(path: str | os.PathLike) -> TokenizerInfo:
         raise ValueError(f"{path}: the tokenizer defines no EOS token")
     pad = tok.pad_token_id if tok.pad_token_id is not None else eos[0]
     return TokenizerInfo(tokenizer=tok, eos_ids=tuple(eos), pad_id=int(pad))
-
-
-def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, length: int | None = None):
-    """Left-pads token lists to ``length`` -> (tokens int32 ``[B, P]``, mask int32 ``[B, P]``)."""
-    length = length or max(len(s) for s in seqs)
-    tokens = np.full((len(seqs), length), pad_id, np.int32)
-    mask = np.zeros((len(seqs), length), np.int32)
-    for i, s in enumerate(seqs):
-        if len(s) > length:
-            raise ValueError(f"sequence {i} has {len(s)} tokens, more than {length}")
-        if len(s):
-            tokens[i, length - len(s) :] = s
-            mask[i, length - len(s) :] = 1
-    return tokens, mask

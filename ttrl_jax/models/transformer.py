@@ -232,6 +232,7 @@ def forward(
     prefix: dict | None = None,
     return_kv: bool = False,
     unroll: int | bool = 1,
+    remat: bool = False,
 ):
     """Runs the decoder and returns final-normed hidden states.
 
@@ -250,12 +251,14 @@ def forward(
         k/v shared by its G samples (decode mode only).
       return_kv: also return the per-layer k/v ``[layers, B, G, L, K, Dh]`` (prefill).
       unroll: `lax.scan` unroll factor over layers.
+      remat: rematerialise each block in the backward pass (full-sequence mode), so
+        training stores one activation per layer instead of all intermediates.
 
     Returns:
       ``(hidden [B, G, L, D], aux)`` with aux the updated cache (decode mode), the
       stacked k/v (``return_kv``), or None.
     """
-    b, g, l = tokens.shape
+    l = tokens.shape[2]
     inv_freq = jnp.asarray(rope_inv_freq(cfg))
     x = jnp.take(params["embed"], tokens, axis=0)  # [B, G, L, D]
     x = sharding.constrain(x, ("batch", None, None, None))
@@ -274,6 +277,8 @@ def forward(
             fn = lambda k, v: (k, v, mask, (), (k, v) if return_kv else None)
             return _block(cfg, lp, x, positions, inv_freq, fn)
 
+        if remat:
+            body = jax.checkpoint(body)
         x, kv = jax.lax.scan(body, x, (params["layers"], layer_ids), unroll=unroll)
         aux = {"k": kv[0], "v": kv[1]} if return_kv else None
     else:
