@@ -20,7 +20,8 @@ the jit inputs and the few `constrain` calls below, which is what this code base
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import numpy as np

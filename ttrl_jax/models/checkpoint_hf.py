@@ -13,7 +13,7 @@ import glob
 import json
 import os
 import shutil
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

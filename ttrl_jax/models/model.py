@@ -48,7 +48,7 @@ class Transformer(nnx.Module):
             self.lm_head = nnx.Param(params["lm_head"], logical_axes=axes["lm_head"])
 
     @classmethod
-    def random(cls, config: ModelConfig, seed: int = 0, dtype=jnp.float32) -> "Transformer":
+    def random(cls, config: ModelConfig, seed: int = 0, dtype=jnp.float32) -> Transformer:
         """A randomly initialised model (N(0, 0.02^2) weights)."""
         return cls(config, tfm.init_params(config, jax.random.key(seed), dtype))
 
@@ -56,7 +56,7 @@ class Transformer(nnx.Module):
         """The parameters as a plain nested dict of arrays."""
         return nnx.to_pure_dict(nnx.state(self, nnx.Param))
 
-    def with_params(self, params: dict) -> "Transformer":
+    def with_params(self, params: dict) -> Transformer:
         """A new module with the same config and source, holding ``params``."""
         return Transformer(self.config, params, self.source_path)
 

@@ -1,0 +1,33 @@
+# make test  -- create/reuse .venv, install the pinned set, run the test suite
+# make demo  -- run the built-in TTRL demo on the CPU
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: test demo install bench bench-smoke clean-venv
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch is only a test dependency (parity checks); 2.13.0 is the CPU build on this image
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -c requirements/constraints.txt -e ".[test,bench]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS) tests
+
+demo: $(STAMP)
+	$(PY) -m experiments.demo
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.run_all
+
+bench-smoke: $(STAMP)
+	$(PY) -m benchmarks.run_all --smoke
+
+clean-venv:
+	rm -rf $(VENV)

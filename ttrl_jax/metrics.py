@@ -1,0 +1,134 @@
+"""Metric writers: JSONL (one object per step), TensorBoard event files, optional wandb.
+
+Only process 0 writes (multi-host runs create the writer everywhere; the others no-op).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+
+import jax
+import numpy as np
+
+
+def _scalar(value) -> float | None:
+    try:
+        v = float(np.asarray(value))
+    except (TypeError, ValueError):
+        return None
+    return v
+
+
+class MetricWriter:
+    """Writes scalar metrics per step to ``<dir>/metrics.jsonl`` and TensorBoard.
+
+    Args:
+      directory: the run directory (created).
+      tensorboard: also write TensorBoard event files under ``<dir>/tensorboard``.
+      wandb_project: if set, also log to wandb (imported lazily; never required).
+      config: a dict logged once (JSON file and wandb config).
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        tensorboard: bool = True,
+        wandb_project: str | None = None,
+        config: Mapping | None = None,
+    ):
+        self.directory = os.fspath(directory)
+        self.active = jax.process_index() == 0
+        self._tb = None
+        self._wandb = None
+        self._jsonl = None
+        if not self.active:
+            return
+        os.makedirs(self.directory, exist_ok=True)
+        self.path = os.path.join(self.directory, "metrics.jsonl")
+        self._jsonl = open(self.path, "a", encoding="utf-8")
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(os.path.join(self.directory, "tensorboard"))
+        if config is not None:
+            with open(os.path.join(self.directory, "config.json"), "w", encoding="utf-8") as f:
+                json.dump(config, f, indent=2, default=str)
+        if wandb_project:
+            import wandb  # optional dependency
+
+            self._wandb = wandb.init(
+                project=wandb_project, config=dict(config or {}), dir=self.directory
+            )
+
+    def write(self, step: int, metrics: Mapping[str, object]) -> None:
+        """Logs scalar metrics for ``step`` (non-scalars are skipped; NaN kept as null)."""
+        if not self.active:
+            return
+        scalars = {k: v for k, v in ((k, _scalar(v)) for k, v in metrics.items()) if v is not None}
+        record = {
+            "step": int(step),
+            **{k: (v if math.isfinite(v) else None) for k, v in scalars.items()},
+        }
+        self._jsonl.write(json.dumps(record) + "\n")
+        self._jsonl.flush()
+        if self._tb is not None:
+            for k, v in scalars.items():
+                self._tb.add_scalar(k, v, int(step))
+            self._tb.flush()
+        if self._wandb is not None:
+            self._wandb.log(scalars, step=int(step))
+
+    def close(self) -> None:
+        if self._jsonl is not None:
+            self._jsonl.close()
+            self._jsonl = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Reads a metrics JSONL file (the last record wins for a repeated step)."""
+    by_step: dict[int, dict] = {}
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{i}: malformed JSON ({e})") from None
+            by_step.setdefault(rec["step"], {}).update(rec)
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def read_tensorboard_scalars(directory: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
+    """Reads scalar summaries back from TensorBoard event files (tests, plots)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    out: dict[str, list[tuple[int, float]]] = {}
+    for root, _, files in os.walk(directory):
+        for name in sorted(files):
+            if "tfevents" not in name:
+                continue
+            with open(os.path.join(root, name), "rb") as f:
+                data = f.read()
+            pos = 0
+            while pos + 12 <= len(data):
+                (length,) = struct.unpack("<Q", data[pos : pos + 8])
+                body = data[pos + 12 : pos + 12 + length]
+                pos += 12 + length + 4
+                event = event_pb2.Event()
+                event.ParseFromString(body)
+                for v in event.summary.value:
+                    out.setdefault(v.tag, []).append((event.step, v.simple_value))
+    return out

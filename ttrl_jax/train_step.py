@@ -1,0 +1,303 @@
+"""The jitted policy update: PPO-clip mini-batches with exact gradient accumulation.
+
+One RL step hands `train_step` a rollout of S = B * N sequences (prompt left-padded to
+P, response of T slots). The S sequences are cut into ``num_minibatches`` mini-batches
+(one optimizer update each, as TTRL does: 8), each mini-batch into micro-batches of
+``micro_batch_size`` for gradient accumulation. For a mini-batch with micro-batches k::
+
+    loss = sum_k num_k / D,     grad = sum_k grad(num_k) / D,     D = sum_k den_k
+
+where (num, den) come from `rl.policy_objective`; D depends only on the masks, so it is
+computed first and the accumulated gradient equals the whole mini-batch's gradient.
+
+A non-finite loss or gradient skips that update (params and optimizer state unchanged)
+and is counted in the metrics; the trainer aborts after several in a row.
+
+Optionally parameters are bf16 while the optimizer keeps fp32 master weights
+(`MasterWeights`): updates are applied to the fp32 copy, the bf16 params are its cast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from ttrl_jax import rl
+from ttrl_jax.models import transformer as tfm
+from ttrl_jax.models.config import ModelConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """Static settings of the policy loss (changing them recompiles)."""
+
+    clip_eps_low: float = 0.2
+    clip_eps_high: float | None = None
+    dual_clip_c: float | None = 3.0
+    kl_as_loss: bool = False  # add kl_coef * KL(pi || pi_ref) to the loss
+    kl_type: str = "k3"
+    agg_mode: str = "token-mean"
+    use_entropy: bool = False  # entropy bonus in the loss (entropy is always logged)
+    num_minibatches: int = 1
+    micro_batch_size: int = 0  # 0: the whole mini-batch at once
+    logprob_chunk: int = 128
+    remat: bool = True
+
+
+def make_schedule(
+    lr: float,
+    schedule: str,
+    total_steps: int,
+    warmup_ratio: float = 0.0,
+    updates_per_step: int = 1,
+    end_lr: float = 0.0,
+):
+    """Learning rate as a function of the optimizer update count.
+
+    The schedule advances once per RL step: ``lr(count) = f(count // updates_per_step)``
+    with ``f`` linear warmup over ``ceil(warmup_ratio * total_steps)`` steps followed by
+    cosine decay to ``end_lr`` at ``total_steps`` ("cosine"), or constant after warmup.
+    """
+    warmup = int(-(-warmup_ratio * total_steps // 1)) if warmup_ratio > 0 else 0
+    if schedule == "cosine":
+        f = optax.warmup_cosine_decay_schedule(
+            0.0 if warmup else lr, lr, max(warmup, 0), max(total_steps, warmup + 1), end_lr
+        )
+    elif schedule == "constant":
+        f = (
+            optax.join_schedules(
+                [optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)], [warmup]
+            )
+            if warmup
+            else optax.constant_schedule(lr)
+        )
+    else:
+        raise ValueError(f"unknown lr schedule {schedule!r} (cosine, constant)")
+    return lambda count: f(count // updates_per_step)
+
+
+def make_optimizer(
+    lr_schedule, weight_decay: float = 0.01, grad_clip: float = 1.0, b1=0.9, b2=0.999, eps=1e-8
+) -> optax.GradientTransformation:
+    """AdamW after global-norm clipping (clip <= 0 disables clipping)."""
+    parts = [optax.clip_by_global_norm(grad_clip)] if grad_clip and grad_clip > 0 else []
+    parts.append(optax.adamw(lr_schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay))
+    return optax.chain(*parts)
+
+
+class MasterState(NamedTuple):
+    master: Any  # fp32 copy of the params
+    inner: Any  # the wrapped optimizer's state (fp32)
+
+
+class MasterWeights:
+    """Keeps fp32 master params and optimizer state for low-precision params."""
+
+    def __init__(self, tx: optax.GradientTransformation):
+        self.tx = tx
+
+    def init(self, params):
+        master = jax.tree.map(lambda p: p.astype(jnp.float32), params)
+        return MasterState(master, self.tx.init(master))
+
+    def step(self, grads, state: MasterState, params):
+        grads = jax.tree.map(lambda g: g.astype(jnp.float32), grads)
+        updates, inner = self.tx.update(grads, state.inner, state.master)
+        master = optax.apply_updates(state.master, updates)
+        new_params = jax.tree.map(lambda m, p: m.astype(p.dtype), master, params)
+        return new_params, MasterState(master, inner)
+
+
+class Plain:
+    """The optimizer applied directly to the params (optimizer state in their dtype)."""
+
+    def __init__(self, tx: optax.GradientTransformation):
+        self.tx = tx
+
+    def init(self, params):
+        return self.tx.init(params)
+
+    def step(self, grads, state, params):
+        updates, state = self.tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+
+def sequence_logprobs(
+    params,
+    cfg: ModelConfig,
+    tokens: jax.Array,
+    attn_mask: jax.Array,
+    resp_len: int,
+    temperature,
+    *,
+    chunk: int = 128,
+    with_entropy: bool = False,
+    remat: bool = False,
+):
+    """Log-probs (and entropies) of the last ``resp_len`` tokens of each sequence.
+
+    Args:
+      tokens: ``[S, L]`` prompt (left-padded) + response.
+      attn_mask: ``[S, L]`` 1 for real tokens.
+      resp_len: T, the response slots at the end of each row.
+      temperature: the sampling temperature tau (logits are divided by it).
+
+    Returns:
+      logprobs ``[S, T]`` (and entropies ``[S, T]``).
+    """
+    length = tokens.shape[1]
+    positions = tfm.positions_from_mask(attn_mask)  # [S, L]
+    hidden, _ = tfm.forward(
+        params,
+        cfg,
+        tokens[:, None],
+        positions[:, None],
+        key_mask=attn_mask[:, None].astype(bool),
+        remat=remat,
+    )
+    h = hidden[:, 0, length - resp_len - 1 : length - 1]  # [S, T, D]
+    targets = tokens[:, length - resp_len :]  # [S, T]
+    return tfm.token_logprobs(
+        params, cfg, h, targets, temperature, chunk=chunk, with_entropy=with_entropy
+    )
+
+
+def _split(x: jax.Array, n_mb: int, n_micro: int) -> jax.Array:
+    """``[S, ...] -> [n_mb, n_micro, S / (n_mb n_micro), ...]``."""
+    return x.reshape((n_mb, n_micro, -1) + x.shape[1:])
+
+
+def _global_norm(tree) -> jax.Array:
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
+
+
+def train_step(
+    params, opt_state, batch: dict, hyper: dict, *, cfg: ModelConfig, loss: LossConfig, opt
+):
+    """One RL step's policy update (pure; jit it with `make_train_step`).
+
+    Args:
+      params, opt_state: model params and optimizer state (donated).
+      batch: ``tokens [S, L]`` int32, ``attn_mask [S, L]``, ``resp_mask [S, T]``,
+        ``old_logprobs [S, T]``, ``advantages [S, T]`` (already broadcast) and, when
+        ``loss.kl_as_loss``, ``ref_logprobs [S, T]``.
+      hyper: traced scalars ``temperature``, ``kl_coef``, ``entropy_coef``.
+      cfg, loss, opt: static model config, loss settings and optimizer wrapper.
+
+    Returns:
+      (params, opt_state, metrics) with metrics averaged over the mini-batches.
+    """
+    s, t = batch["resp_mask"].shape
+    n_mb = loss.num_minibatches
+    mb = s // n_mb
+    micro = loss.micro_batch_size or mb
+    if s % n_mb or mb % micro:
+        raise ValueError(
+            f"{s} sequences do not split into {n_mb} mini-batches of micro-batches of {micro}"
+        )
+    n_micro = mb // micro
+    data = jax.tree.map(lambda x: _split(x, n_mb, n_micro), batch)
+
+    def micro_objective(p, m):
+        lp, ent = sequence_logprobs(
+            p,
+            cfg,
+            m["tokens"],
+            m["attn_mask"],
+            t,
+            hyper["temperature"],
+            chunk=loss.logprob_chunk,
+            with_entropy=True,
+            remat=loss.remat,
+        )
+        num, _, stats = rl.policy_objective(
+            lp,
+            m["old_logprobs"],
+            m["advantages"],
+            m["resp_mask"],
+            ref_logprobs=m.get("ref_logprobs") if loss.kl_as_loss else None,
+            entropies=ent,
+            clip_eps_low=loss.clip_eps_low,
+            clip_eps_high=loss.clip_eps_high,
+            dual_clip_c=loss.dual_clip_c,
+            kl_coef=hyper["kl_coef"] if loss.kl_as_loss else 0.0,
+            kl_type=loss.kl_type,
+            entropy_coef=hyper["entropy_coef"] if loss.use_entropy else 0.0,
+            agg_mode=loss.agg_mode,
+            max_len=t,
+        )
+        return num, stats
+
+    def minibatch(carry, mbatch):
+        p, o = carry
+        # the denominator depends only on the masks: computed before the gradients
+        dens = jax.vmap(lambda m: rl.aggregate(m, m, loss.agg_mode, t)[1])(mbatch["resp_mask"])
+        den = jnp.maximum(jnp.sum(dens), 1e-12)
+
+        def scaled(p_, m):
+            num, stats = micro_objective(p_, m)
+            return num / den, stats
+
+        def accumulate(acc, m):
+            (value, stats), g = jax.value_and_grad(scaled, has_aux=True)(p, m)
+            g_acc, v_acc, st_acc = acc
+            g_acc = jax.tree.map(lambda a, b: a + b.astype(jnp.float32), g_acc, g)
+            return (g_acc, v_acc + value, jax.tree.map(jnp.add, st_acc, stats)), None
+
+        first = jax.tree.map(lambda x: x[0], mbatch)
+        stats_shape = jax.eval_shape(scaled, p, first)[1]
+        init = (
+            jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), p),
+            jnp.zeros((), jnp.float32),
+            jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), stats_shape),
+        )
+        (grads, loss_val, stats), _ = jax.lax.scan(accumulate, init, mbatch)  # fp32 grads
+        gnorm = _global_norm(grads)
+        ok = jnp.isfinite(loss_val) & jnp.isfinite(gnorm)
+        new_p, new_o = opt.step(grads, o, p)
+        p = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new_p, p)
+        o = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new_o, o)
+        means = {k: rl.safe_div(v[0], v[1]) for k, v in stats.items()}
+        metrics = {
+            "loss": loss_val,
+            "grad_norm": gnorm,
+            "skipped": 1.0 - ok.astype(jnp.float32),
+            **means,
+        }
+        return (p, o), metrics
+
+    (params, opt_state), per_mb = jax.lax.scan(minibatch, (params, opt_state), data)
+    metrics = {k: jnp.mean(v) for k, v in per_mb.items()}
+    metrics["skipped"] = jnp.sum(per_mb["skipped"])
+    return params, opt_state, metrics
+
+
+def make_train_step(cfg: ModelConfig, loss: LossConfig, opt):
+    """`train_step` jitted with params and optimizer state donated."""
+    fn = functools.partial(train_step, cfg=cfg, loss=loss, opt=opt)
+    return jax.jit(fn, donate_argnums=(0, 1))
+
+
+def make_logprob_fn(cfg: ModelConfig, resp_len: int, chunk: int = 128, micro_batch: int = 0):
+    """Jitted ``(params, tokens [S, L], attn_mask [S, L], temperature) -> [S, T]`` log-probs,
+    computed ``micro_batch`` sequences at a time (0: all at once)."""
+
+    def fn(params, tokens, attn_mask, temperature):
+        s = tokens.shape[0]
+        mb = micro_batch or s
+        if s % mb:
+            raise ValueError(f"{s} sequences are not a multiple of {mb}")
+        one = lambda xs: sequence_logprobs(
+            params, cfg, xs[0], xs[1], resp_len, temperature, chunk=chunk
+        )
+        out = jax.lax.map(
+            one, (tokens.reshape(s // mb, mb, -1), attn_mask.reshape(s // mb, mb, -1))
+        )
+        return out.reshape(s, resp_len)
+
+    return jax.jit(fn)
