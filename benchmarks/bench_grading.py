@@ -1,0 +1,202 @@
+"""Grading throughput and worst-case latency on real-looking answers.
+
+Answers are built from the MATH-500 gold answers: the gold itself, equivalent
+rewrites (``\\dfrac``, ``a/b``, decimals, ``x=``, units, spacing, ``\\left(``), wrong
+answers, and a few hostile ones (power towers, huge factorials, 10^5-character and
+deeply nested answers). Reported:
+
+* ``grade_many`` on 4 completions per problem: fresh workers, warm workers with new
+  answers, and repeated answers (parent cache hits),
+* the voting step: ``build_votes`` on B x M = 16 x 64 sampled answers with golds,
+* single ``grade`` calls one at a time: p50 / p99 / max latency,
+* hostile answers one at a time: max latency (the per-call deadline bound).
+
+Usage::
+
+    python benchmarks/bench_grading.py [--workers 2] [--timeout 0.8] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import random
+import re
+import sys
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from ttrl_jax.rewards import answers, grading, voting
+
+DATA = pathlib.Path(os.environ.get("TTRL_SHARED", "/work/shared")) / "data/benchmarks"
+FRAC = re.compile(r"\\frac\{(\d+)\}\{(\d+)\}")
+
+
+def equivalent_forms(gold: str) -> list[str]:
+    """Rewrites of ``gold`` that mean the same thing."""
+    forms = [gold.replace(",", ", "), f"${gold}$"]
+    if re.fullmatch(r"-?\d+", gold):
+        n = int(gold)
+        forms += [
+            f"{n}.0",
+            f"x = {n}",
+            f"{n}\\text{{ units}}",
+            f"{n:,}" if abs(n) >= 1000 else f"0{n}",
+        ]
+    m = FRAC.fullmatch(gold)
+    if m:
+        a, b = int(m.group(1)), int(m.group(2))
+        forms += [f"\\dfrac{{{a}}}{{{b}}}", f"{a}/{b}", f"\\frac{{{2 * a}}}{{{2 * b}}}"]
+        if b and 10**6 % b == 0:
+            forms.append(str(a / b))
+    if "(" in gold:
+        forms.append(gold.replace("(", "\\left( ").replace(")", " \\right)"))
+    if "\\frac" in gold and not m:
+        forms.append(gold.replace("\\frac", "\\dfrac"))
+    if re.fullmatch(r"[a-z0-9^+\- ]+", gold) and "+" in gold:
+        forms.append(" + ".join(reversed(gold.replace(" ", "").split("+"))))
+    return forms
+
+
+def wrong_forms(gold: str) -> list[str]:
+    if re.fullmatch(r"-?\d+", gold):
+        return [str(int(gold) + 1), str(int(gold) * 2 + 3)]
+    return [gold + "+1", f"2({gold})"]
+
+
+HOSTILE = [
+    "9^{9^{9^{9}}}",
+    "2^{2^{2^{2^{2^{2}}}}}",
+    "(10^{100})!",
+    "1000000!",
+    "10^{10^{8}}",
+    "1" * 100_000,
+    "x" * 100_000,
+    "{" * 10_000 + "1" + "}" * 10_000,
+    "\\frac{" * 2_000 + "1" + "}{2}" * 2_000,
+    "1+" * 20_000 + "1",
+    "\\sqrt{" * 2_000 + "2" + "}" * 2_000,
+]
+
+
+def completion(ans: str) -> str:
+    return f"Let me work through this step by step.\nTherefore, the final answer is $\\boxed{{{ans}}}$."
+
+
+def timed(fn, *args, **kwargs):
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=0.8)
+    parser.add_argument("--quick", "--smoke", action="store_true", help="fewer problems")
+    args = parser.parse_args()
+    rng = random.Random(0)
+    golds = [row["answer"] for row in json.loads((DATA / "MATH-TTT/test.json").read_text())]
+    if args.quick:
+        golds = golds[:100]
+    rows: list[tuple[str, str, str]] = []
+    for g in golds:
+        eq, wrong = equivalent_forms(g), wrong_forms(g)
+        rows += [("gold", g, g), ("equivalent", rng.choice(eq), g)]
+        rows += [("equivalent", rng.choice(eq), g), ("wrong", rng.choice(wrong), g)]
+    results: list[tuple[str, str, str]] = []
+
+    pool, startup = timed(lambda: grading.GradingPool(args.workers, args.timeout).wait_ready())
+    results.append(("pool start-up", f"{args.workers} workers", f"{startup:.2f} s"))
+    half = len(rows) // 2
+    with pool:
+        for name, part in (
+            ("grade_many, fresh workers", rows[:half]),
+            ("grade_many, warm workers, new answers", rows[half:]),
+            ("grade_many, repeated answers (cache)", rows),
+        ):
+            comps = [completion(a) for _, a, _ in part]
+            refs = [g for _, _, g in part]
+            sent = pool.stats["worker"]
+            got, dt = timed(pool.grade_many, comps, refs)
+            share = (pool.stats["worker"] - sent) / len(part)
+            rate = f"{len(part) / dt:,.0f} answers/s ({share:.0%} to workers)"
+            results.append((name, f"{len(part)} answers", rate))
+            if name.startswith("grade_many, fresh"):
+                by_kind: dict[str, list[bool]] = {}
+                for (kind, _, _), ok in zip(part, got):
+                    by_kind.setdefault(kind, []).append(ok)
+                acc = ", ".join(f"{k} {sum(v) / len(v):.1%}" for k, v in by_kind.items())
+                results.append(("  judged equivalent", "by kind", acc))
+
+    # The voting step: B x M answers per step, clustered semantically, with golds; on
+    # its own fresh pool, so no result is cached from the runs above.
+    b, m = 16, 64
+    n_steps = 2 if args.quick else 6
+    math_task = answers.get_task("math")
+
+    def sample(g: str) -> str | None:
+        u = rng.random()
+        if u < 0.5:
+            return g
+        if u < 0.75:
+            return rng.choice(equivalent_forms(g))
+        return rng.choice(wrong_forms(g)) if u < 0.95 else None
+
+    with grading.GradingPool(args.workers, args.timeout) as vp:
+        vp.wait_ready()
+        total, spent = 0, 0.0
+        for k in range(n_steps):
+            batch = golds[k * b : (k + 1) * b]
+            table = [
+                [math_task.extract(completion(a)) if a else None for a in map(sample, [g] * m)]
+                for g in batch
+            ]
+            _, dt = timed(voting.build_votes, table, golds=batch, pool=vp)
+            total, spent = total + b * m, spent + dt
+        rate = f"{total / spent:,.0f} answers/s ({spent / n_steps * 1e3:.0f} ms/step)"
+        results.append((f"voting step, B={b} x M={m}", f"{n_steps} steps", rate))
+
+    # Single calls, one at a time, on fresh workers without a result cache.
+    with grading.GradingPool(args.workers, args.timeout, cache_size=0) as sp:
+        sp.wait_ready()
+        lat = []
+        for _, a, g in rows[1::2][: (100 if args.quick else 400)]:
+            _, dt = timed(sp.grade, completion(a), g)
+            lat.append(dt)
+        lat.sort()
+        p50, p99 = (lat[min(len(lat) - 1, int(q * len(lat)))] * 1e3 for q in (0.5, 0.99))
+        stats = f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {lat[-1] * 1e3:.0f} ms"
+        results.append(("single grade calls", f"{len(lat)} calls", stats))
+
+    # Hostile answers: each bounded by the deadline (default length cap lifted).
+    with grading.GradingPool(args.workers, args.timeout, max_chars=None, cache_size=0) as hp:
+        hp.wait_ready()
+        worst = 0.0
+        for h in HOSTILE:
+            ok, dt = timed(hp.equivalent, h, "7")
+            assert ok is False
+            worst = max(worst, dt)
+        still, _ = timed(hp.equivalent, "\\frac{1}{2}", "0.5")
+        results.append(
+            (
+                "hostile answers, one at a time",
+                f"{len(HOSTILE)} calls",
+                f"max {worst * 1e3:.0f} ms (deadline {args.timeout * 1e3:.0f} ms)",
+            )
+        )
+        results.append(("  hard kills", "", f"{hp.stats['timeouts']}, pool still grading: {still}"))
+
+    width = [max(len(r[i]) for r in results) for i in range(3)]
+    print(
+        f"grading benchmark: {os.cpu_count()} CPUs, {args.workers} workers, deadline {args.timeout} s"
+    )
+    for r in results:
+        print("  ".join(c.ljust(w) for c, w in zip(r, width)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""Answer extraction, normalisation and the task registry (no worker processes)."""
+
+import json
+import pathlib
+import sys
+import time
+
+import pytest
+
+from ttrl_jax.rewards import answers
+
+MATH_TEST = pathlib.Path("/work/shared/data/benchmarks/MATH-TTT/test.json")
+
+
+# --- extraction ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "completion, expected",
+    [
+        ("so x = 2 and the answer is \\boxed{\\frac{1}{2}}.", "\\frac{1}{2}"),
+        ("first \\boxed{3} then \\boxed{4}", "4"),  # the last box
+        ("\\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}", "\\left( 3, \\frac{\\pi}{2} \\right)"),
+        ("nested \\boxed{\\frac{a^{2}}{\\sqrt{b_{1}}}} end", "\\frac{a^{2}}{\\sqrt{b_{1}}}"),
+        ("set \\boxed{\\{1,2\\}}", "\\{1,2\\}"),  # escaped braces are not grouping
+        ("\\fbox{7}", "7"),
+        ("Thus $\\boxed 5$.", "5"),
+        ("truncated \\boxed{\\frac{1}{2", None),  # the last box never closes
+        ("The final answer is $\\frac{3}{4}$. Done", "\\frac{3}{4}"),
+        ("Therefore, the answer is 42.\nI hope it is correct.", "42"),
+        ("Answer: 17", "17"),
+        ("we get 3 apples, then 5, and finally 12.5", "12.5"),
+        ("the sum is -7", "-7"),
+        ("1,000 people and 2,500 more", "2,500"),
+        ("ratio 3/4", "3/4"),
+        ("no numbers here", None),
+        ("", None),
+    ],
+)
+def test_extract_math_answer(completion, expected):
+    assert answers.extract_math_answer(completion) == expected
+
+
+@pytest.mark.parametrize(
+    "raw, canonical",
+    [
+        ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3,\\frac{\\pi}{2})"),
+        ("\\dfrac{14}{3}", "\\frac{14}{3}"),
+        ("\\tfrac{1}{2}", "\\frac{1}{2}"),
+        ("\\frac12", "\\frac{1}{2}"),
+        ("\\frac1{2}", "\\frac{1}{2}"),
+        ("1/2", "\\frac{1}{2}"),
+        ("-1/2", "-\\frac{1}{2}"),
+        ("11\\sqrt2", "11\\sqrt{2}"),
+        ("90^\\circ", "90"),
+        ("90^{\\circ}", "90"),
+        ("5\\text{ cm}", "5"),
+        ("12 \\text{ inches}", "12"),
+        ("5 cm^2", "5"),
+        ("\\text{Evelyn}", "Evelyn"),
+        ("(a,b)", "(a,b)"),  # the reference's unit stripping turns this into (,b)
+        ("(a, b, c)", "(a,b,c)"),
+        ("x=5", "5"),
+        ("x = -3", "-3"),
+        ("x=1,y=2", "x=1,y=2"),
+        ("1,000", "1000"),
+        ("10,\\!000", "10000"),
+        ("1{,}000", "1000"),
+        ("025", "25"),
+        ("142.0", "142"),
+        ("0.50", "0.5"),
+        (".5", "0.5"),
+        ("1,-2", "1,-2"),
+        ("3, 5, 07", "3,5,7"),
+        ("50\\%", "50"),
+        ("\\$18.90", "18.9"),
+        ("$\\frac{1}{2}$", "\\frac{1}{2}"),
+        ("\\boxed{5}", "5"),
+        ("{5}", "5"),
+        ("\\pi r^2", "\\pi r^2"),  # the space between \pi and r is meaningful
+        ("x^5 - x^4 + 1", "x^5-x^4+1"),
+        ("3\\mathrm{i}", "3i"),
+        ("p - q", "p-q"),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_normalize_math(raw, canonical):
+    assert answers.normalize_math(raw) == canonical
+
+
+def test_normalize_is_idempotent_on_math500_answers():
+    golds = [row["answer"] for row in json.loads(MATH_TEST.read_text())]
+    assert len(golds) == 500
+    for g in golds:
+        once = answers.normalize_math(g)
+        assert once, g
+        assert answers.normalize_math(once) == once, g
+
+
+def test_math_task_extracts_canonical_strings():
+    task = answers.get_task("math")
+    assert task.extract("so \\boxed{\\dfrac{1}{2}}") == "\\frac{1}{2}"
+    assert task.extract("The answer is $1/2$.") == "\\frac{1}{2}"
+    assert task.extract("nothing") is None
+    assert answers.extract_answers([["\\boxed{2}", None], ["x", "is 3"]]) == [
+        ["2", None],
+        [None, "3"],
+    ]
+
+
+def test_untrusted_text_is_cleaned():
+    nul = "\\boxed{1\x00 2}"
+    assert answers.extract_math_answer(nul) == "1 2"
+    assert answers.get_task("math").extract(nul) == "12"
+    bad = b"\xed\xa0\x80 \\boxed{5} \xff".decode("utf-8", "surrogateescape")
+    assert answers.extract_math_answer(bad) == "5"
+    assert answers.extract_math_answer(b"\\boxed{7}\xff") == "7"
+    assert answers.clean_text("\ud800x") == "?x"
+
+
+def test_extraction_is_linear_time_on_hostile_inputs():
+    cases = [
+        "\\boxed{" + "{" * 10_000 + "1" + "}" * 10_000 + "}",
+        "\\boxed{" * 50_000,
+        "1" * 1_000_000,
+        "answer is" + " " * 200_000 + "x",
+        "A " * 200_000,
+        "1," * 300_000,
+        "\\text{" * 100_000 + "}" * 100_000,
+    ]
+    for text in cases:
+        start = time.perf_counter()
+        a = answers.extract_math_answer(text)
+        answers.normalize_math(a)
+        answers.extract_choice(text)
+        assert time.perf_counter() - start < 2.0, text[:30]
+    deep = answers.extract_math_answer(cases[0])
+    assert deep == "{" * 10_000 + "1" + "}" * 10_000
+
+
+# --- multiple choice -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "completion, expected",
+    [
+        ("This is a tricky one; the answer is C", "C"),
+        ("Therefore the answer is (B).", "B"),
+        ("Answer: D", "D"),
+        ("Final answer: \\boxed{A}", "A"),
+        ("\\boxed{\\text{(B)}}", "B"),
+        ("I pick (D) after checking (A).", "A"),
+        ("a planet of a given mass is a sphere", None),  # the article is never option A
+        ("A planet with a mass of 2 earths wins", None),  # capitalised article
+        ("compare a) and b): so c) is densest", None),  # GPQA sub-items, not options
+        ("The correct option is B because it is denser.", "B"),
+        ("so D", "D"),
+        ("", None),
+    ],
+)
+def test_extract_choice(completion, expected):
+    assert answers.extract_choice(completion) == expected
+
+
+def test_multiple_choice_task():
+    task = answers.get_task("multiple_choice")
+    assert task.equivalence == "exact"
+    assert task.normalize("(C)") == "C"
+    assert task.normalize("E") is None
+    assert task.extract("the answer is a") is None
+    assert answers.extract_choice("answer is I", letters="ABCDEFGHIJ") == "I"
+    assert answers.extract_choice("I think so", letters="ABCDEFGHIJ") is None
+
+
+# --- registry ------------------------------------------------------------------------
+
+
+def test_user_task_from_module_function(tmp_path, monkeypatch):
+    (tmp_path / "my_labels.py").write_text(
+        "from ttrl_jax.rewards.answers import Task\n"
+        "LABELS = ('positive', 'negative', 'neutral')\n"
+        "def sentiment(text):\n"
+        "    words = [w.strip('.,!').lower() for w in text.split()]\n"
+        "    found = [w for w in words if w in LABELS]\n"
+        "    return found[-1] if found else None\n"
+        "TASK = Task('sentiment', sentiment, str.lower, lambda g, p: g == p)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    fn_task = answers.get_task("my_labels:sentiment")
+    assert fn_task.extract("I'd say Positive!") == "positive"
+    assert fn_task.extract("no idea") is None
+    assert fn_task.equivalence == "exact"
+    obj_task = answers.get_task("my_labels:TASK")
+    assert obj_task.name == "sentiment" and callable(obj_task.equivalence)
+    assert "my_labels:sentiment" not in answers.TASKS  # resolving does not register
+    sys.modules.pop("my_labels", None)
+
+
+def test_registry_errors():
+    with pytest.raises(ValueError, match="unknown task 'gsm9k'"):
+        answers.get_task("gsm9k")
+    with pytest.raises(ValueError, match="cannot load task"):
+        answers.get_task("no_such_module_xyz:f")
+    with pytest.raises(ValueError, match="cannot load task"):
+        answers.get_task("json:no_such_attr")
+    with pytest.raises(ValueError, match="neither a Task nor a callable"):
+        answers.get_task("math:pi")
+    with pytest.raises(ValueError, match="already registered"):
+        answers.register_task(answers.TASKS["math"])
+    task = answers.Task("upper_test", str.upper, str.upper)
+    try:
+        assert answers.register_task(task) is answers.get_task("upper_test")
+    finally:
+        answers.TASKS.pop("upper_test")

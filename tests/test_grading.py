@@ -1,0 +1,333 @@
+"""Grading: golden equivalences, the fast path, security, deadlines, pool recovery."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ttrl_jax.rewards import grading
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def pool():
+    # Generous deadline: golden cases must not flake on a loaded machine.
+    with grading.GradingPool(num_workers=2, timeout=10.0) as p:
+        yield p.wait_ready()
+
+
+@pytest.fixture(scope="module")
+def strict_pool():
+    # The production-like deadline; no length cap, so hostile inputs reach the workers.
+    with grading.GradingPool(num_workers=2, timeout=1.0, max_chars=None, cache_size=0) as p:
+        yield p.wait_ready()  # start-up time is not part of any deadline
+
+
+# --- golden cases --------------------------------------------------------------------
+
+EQUIVALENT = [
+    ("0.5", "\\frac{1}{2}"),
+    ("\\frac12", "1/2"),
+    ("(3,\\frac{\\pi}{2})", "\\left( 3, \\frac{\\pi}{2} \\right)"),
+    ("[1,2)", "[1, 2)"),
+    ("(-\\infty, 3]", "\\left(-\\infty,3\\right]"),
+    ("\\{1,2,3\\}", "\\{3,1,2\\}"),
+    ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}"),
+    ("3\\sqrt{13}", "\\sqrt{117}"),
+    ("x^2+2x+1", "(x+1)^2"),
+    ("-\\frac{\\pi}{6}", "-\\pi/6"),
+    ("6 - 5i", "6-5i"),
+    ("90^\\circ", "90"),
+    ("x=5", "5"),
+    ("1,000", "1000"),
+    ("\\dfrac{3}{56}", "\\frac{3}{56}"),
+    ("5\\text{ cm}", "5"),
+    ("\\text{Evelyn}", "evelyn"),
+    ("1,-2", "-2, 1"),
+    ("11\\sqrt2", "11\\sqrt{2}"),
+    ("142", "142.0"),
+]
+
+NOT_EQUIVALENT = [
+    ("[1,2)", "[1,2]"),
+    ("(1,2)", "(2,1)"),
+    ("2", "3"),
+    ("\\frac{1}{3}", "\\frac{1}{4}"),
+    ("x+1", "x-1"),
+    ("\\sqrt{2}", "1.41"),
+    ("Evelyn", "Evenly"),  # math-verify alone multiplies the letters and says equal
+    ("7", "seven"),
+    ("\\pi", "3.14"),
+    ("1,2", "1,2,3"),
+    ("", "0"),
+    (None, "1"),
+]
+
+
+def test_golden_equivalent(pool):
+    got = pool.equivalent_many(EQUIVALENT)
+    assert [p for p, ok in zip(EQUIVALENT, got) if not ok] == []
+
+
+def test_golden_not_equivalent(pool):
+    got = pool.equivalent_many(NOT_EQUIVALENT)
+    assert [p for p, ok in zip(NOT_EQUIVALENT, got) if ok] == []
+
+
+@pytest.mark.parametrize(
+    "response, gold, expected",
+    [
+        ("so the answer is $\\boxed{\\dfrac{1}{2}}$.", "0.5", True),
+        ("so the answer is $\\boxed{\\dfrac{1}{2}}$.", "\\frac{1}{3}", False),
+        ("The answer is $\\left( 3, \\frac{\\pi}{2} \\right)$", "(3,\\frac{\\pi}{2})", True),
+        ("It takes 12 days, so \\boxed{12\\text{ days}}", "12", True),
+        ("no answer at all", "12", False),
+        ("\\boxed{4}", None, False),
+    ],
+)
+def test_grade(pool, response, gold, expected):
+    assert pool.grade(response, gold) is expected
+
+
+def test_grade_other_tasks(pool):
+    assert pool.grade_many(
+        ["the answer is a prime, so (C)", "a tricky one", "Answer: B"],
+        ["C", "A", "C"],
+        task="multiple_choice",
+    ) == [True, False, False]
+    with pytest.raises(ValueError, match="2 responses but 1 gold"):
+        pool.grade_many(["a", "b"], ["c"])
+
+
+# --- fast path and cache -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "a, b, expected",
+    [
+        ("3", "3", True),
+        ("3", "4", False),
+        ("-12", "\\frac{-24}{2}", True),
+        ("\\frac{1}{2}", "0.5", True),
+        ("\\frac{1}{3}", "\\frac{2}{6}", True),
+        ("\\frac{1}{3}", "\\frac{1}{4}", False),
+        ("\\frac{1}{3}", "0.333333", None),  # math-verify rounds decimals: its call
+        ("0.5", "0.25", None),
+        ("Evelyn", "evelyn", True),
+        ("Evelyn", "Evenly", False),
+        ("seven", "7", False),
+        ("x+1", "1+x", None),
+        ("\\frac{1}{0}", "1", None),
+        ("1" * 100, "1" * 100 + "0", None),  # too long for the exact fast path
+    ],
+)
+def test_fast_equivalent(a, b, expected):
+    assert grading.fast_equivalent(a, b) is expected
+
+
+def test_fast_path_and_cache_skip_workers(pool):
+    before = pool.stats["worker"]
+    assert pool.equivalent_many([("12", "12.0"), ("7", "8"), ("1/2", "0.5")]) == [
+        True,
+        False,
+        True,
+    ]
+    assert pool.stats["worker"] == before  # no sympy, no IPC
+    assert pool.equivalent("\\sqrt{8}", "2\\sqrt{2}")
+    worker_calls = pool.stats["worker"]
+    cached = pool.stats["cached"]
+    assert pool.equivalent("\\sqrt{8}", "2\\sqrt{2}")
+    assert pool.stats["worker"] == worker_calls and pool.stats["cached"] == cached + 1
+
+
+def test_batch_spreads_over_workers_and_keeps_order(pool):
+    pairs = [(f"\\sqrt{{{k * k * 2}}}", f"{k}\\sqrt{{2}}") for k in range(2, 40)]
+    pairs += [(f"\\sqrt{{{k * k * 3}}}", f"{k}\\sqrt{{2}}") for k in range(2, 40)]
+    assert pool.equivalent_many(pairs) == [True] * 38 + [False] * 38
+
+
+# --- security ------------------------------------------------------------------------
+
+
+def _payloads(marker):
+    cmd = f"__import__('os').system('touch {marker}')"
+    raw = [
+        cmd,
+        f'eval("{cmd}")',
+        f"exec('{cmd}')",
+        "().__class__.__base__.__subclasses__()",
+        f"[c for c in ().__class__.__base__.__subclasses__()][0]; {cmd}",
+    ]
+    return raw + [f"\\boxed{{{p}}}" for p in raw] + [f"The answer is {p}" for p in raw]
+
+
+def test_payload_is_live_in_sympy_parse_expr(tmp_path):
+    """The payload does execute under parse_expr: the security tests can fail."""
+    marker = tmp_path / "pwned_by_parse_expr"
+    code = (
+        "from sympy.parsing.sympy_parser import parse_expr\n"
+        f"parse_expr(\"__import__('os').system('touch {marker}')\")\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=False, timeout=120)
+    assert marker.exists()
+
+
+def test_model_text_never_executes(pool, tmp_path):
+    marker = tmp_path / "pwned"
+    payloads = _payloads(marker)
+    assert pool.grade_many(payloads, ["0"] * len(payloads)) == [False] * len(payloads)
+    assert not any(pool.equivalent_many([(p, "0") for p in payloads]))
+    assert not any(pool.equivalent_many([("0", p) for p in payloads]))
+    pool.equivalent_many([(p, p + "+1") for p in payloads])
+    assert not marker.exists()
+
+
+def test_worker_audit_hook_blocks_side_effects(tmp_path):
+    """Defence in depth: even code that did run in a worker cannot spawn or write."""
+    marker = tmp_path / "hooked"
+    code = (
+        "import os, sys\n"
+        "from ttrl_jax.rewards.grading_worker import audit_hook\n"
+        "sys.addaudithook(audit_hook)\n"
+        "blocked = 0\n"
+        f"for attempt in (lambda: os.system('touch {marker}'),\n"
+        f"                lambda: open('{marker}', 'w'),\n"
+        f"                lambda: os.open('{marker}', os.O_CREAT | os.O_WRONLY),\n"
+        "                lambda: __import__('subprocess').run(['true']),\n"
+        "                lambda: __import__('socket').socket().connect(('127.0.0.1', 9))):\n"
+        "    try:\n"
+        "        attempt()\n"
+        "    except PermissionError:\n"
+        "        blocked += 1\n"
+        "open(os.devnull).close()  # reading stays allowed\n"
+        "print(blocked)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=REPO)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert out.stdout.strip() == "5", out.stderr
+    assert not marker.exists()
+
+
+def test_parent_process_never_imports_sympy():
+    """Grading, voting and rewards run in the trainer without sympy or math-verify."""
+    code = (
+        "import sys\n"
+        "from ttrl_jax.rewards import grading, voting, modes\n"
+        "with grading.GradingPool(num_workers=1) as p:\n"
+        "    assert p.grade('so \\\\boxed{\\\\sqrt{4}}', '2')\n"
+        "    assert not p.equivalent(\"__import__('os').system('true')\", '0')\n"
+        "    v, _ = voting.build_votes([['1/2', '0.5', 'x+1']], golds=['\\\\frac12'], pool=p)\n"
+        "    assert v.ids.tolist() == [[0, 0, 1]], v.ids\n"
+        "    modes.ttrl(modes.Votes(v.ids))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sympy', 'math_verify')))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+# --- deadlines and recovery ----------------------------------------------------------
+
+HOSTILE = [
+    ("power tower", "9^{9^{9^{9}}}", "7"),
+    ("power tower 2", "2^{2^{2^{2^{2^{2}}}}}", "5"),
+    ("huge factorial", "(10^{100})!", "2"),
+    ("10^6 digits", "1" * 1_000_000, "2"),
+    ("10^6 letters", "x" * 1_000_000, "x" * 999_999 + "y"),
+    ("10^4 nested braces", "{" * 10_000 + "1" + "}" * 10_000, "2"),
+    ("nested fractions", "\\frac{" * 3_000 + "1" + "}{2}" * 3_000, "1"),
+    ("long sum", "1+" * 50_000 + "1", "50002"),
+    ("NUL bytes", "1\x00+\x001", "3"),
+    ("surrogates", b"\xed\xa0\x80\xff1".decode("utf-8", "surrogateescape"), "2"),
+]
+
+
+@pytest.mark.parametrize("name, a, b", HOSTILE, ids=[h[0] for h in HOSTILE])
+def test_hostile_inputs_return_within_deadline(strict_pool, name, a, b):
+    start = time.perf_counter()
+    assert strict_pool.equivalent(a, b) is False
+    assert time.perf_counter() - start < strict_pool.timeout + 0.75, name
+    assert strict_pool.equivalent("\\sqrt{4}", "2")  # the pool keeps grading (on a worker)
+
+
+def test_hostile_inputs_in_one_batch(strict_pool):
+    hostile = HOSTILE[::2]  # tower, factorial, 10^6 letters, nested fractions, NUL
+    pairs = [("2", "\\sqrt{4}")] + [(a, b) for _, a, b in hostile] + [("\\sqrt{9}", "3")]
+    start = time.perf_counter()
+    got = strict_pool.equivalent_many(pairs)
+    assert got == [True] + [False] * len(hostile) + [True]
+    # Each comparison has its own deadline; two workers share the batch.
+    assert time.perf_counter() - start < len(hostile) * strict_pool.timeout
+
+
+def test_length_cap_answers_without_workers(pool):
+    assert pool.max_chars == 4096
+    before = dict(pool.stats)
+    start = time.perf_counter()
+    assert pool.equivalent("9" * 100_000, "9" * 99_999 + "8") is False
+    assert pool.equivalent("9" * 100_000, "9" * 100_000) is True  # identical strings
+    assert time.perf_counter() - start < 0.5
+    assert pool.stats["too_long"] == before.get("too_long", 0) + 1
+    assert pool.stats["worker"] == before["worker"]
+
+
+def test_stuck_worker_is_killed_and_batch_resubmitted():
+    # Soft timeout off: only the parent's hard kill can stop 1000000! vs 3 (~5 s).
+    with grading.GradingPool(num_workers=1, timeout=1.0, soft_timeout_fraction=0.0) as p:
+        assert p.equivalent("1", "1.0")
+        assert p.equivalent("\\sqrt{4}", "2")
+        pid = p.worker_pids[0]
+        pairs = [("\\sqrt{9}", "3"), ("1000000!", "3"), ("\\sqrt{16}", "4"), ("\\pi", "3")]
+        start = time.perf_counter()
+        assert p.equivalent_many(pairs) == [True, False, True, False]
+        elapsed = time.perf_counter() - start
+        assert p.stats["timeouts"] == 1 and p.stats["restarts"] == 1
+        assert p.worker_pids[0] != pid
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # the stuck worker is gone (and reaped)
+        # one deadline + a replacement worker starting up; not the 5 s of the factorial
+        assert elapsed < p.timeout + 4.0
+
+
+def test_pool_survives_externally_killed_workers(strict_pool):
+    for pid in strict_pool.worker_pids:
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(0.1)
+    pairs = [(f"\\sqrt{{{k * k}}}", str(k)) for k in range(2, 12)]
+    assert strict_pool.equivalent_many(pairs) == [True] * 10
+    assert strict_pool.stats["restarts"] >= 2
+
+
+def test_default_pool_lifecycle():
+    grading.shutdown_default_pool()
+    try:
+        p = grading.default_pool()
+        assert grading.default_pool() is p
+        assert grading.equivalent("0.5", "\\frac{1}{2}")
+        assert grading.grade("thus \\boxed{\\sqrt{4}}", "2")
+        assert grading.grade_many(["\\boxed{1}", "\\boxed{2}"], ["1", "1"]) == [True, False]
+        assert grading.equivalent_many([("2", "2"), ("x", "y")]) == [True, False]
+    finally:
+        grading.shutdown_default_pool()
+    assert p._closed
+    with pytest.raises(RuntimeError, match="closed"):
+        p.equivalent("1", "1")

@@ -1,0 +1,472 @@
+"""Mathematical equivalence of answers, in worker processes with hard deadlines.
+
+Model text is untrusted. ``sympy.sympify``, ``sympy.S`` and ``parse_expr`` execute
+Python (``__import__('os').system(...)`` runs), so this module never calls them, nor
+``eval``, on model text in the calling (trainer) process. The parent only runs regular
+expressions and :class:`fractions.Fraction` on validated digit strings.
+
+Semantic comparisons go to :class:`GradingPool`: ``num_workers`` fresh interpreters
+running :mod:`ttrl_jax.rewards.grading_worker` (math-verify's LaTeX parser and
+``verify``, an audit hook refusing process creation / sockets / file writes, a memory
+cap). They are started by fork+exec ("spawn" semantics: the parent runs JAX, which is
+not fork-safe) through ``subprocess``, and talk over a socket pair with
+:class:`multiprocessing.connection.Connection` framing; ``multiprocessing``'s own spawn
+context is not used because it re-imports the parent's ``__main__`` (the trainer
+script, hence JAX and its module-level code) in every worker: 1-2 s more per start.
+
+Deadlines. Work is sent in batches; a worker reports each comparison as it finishes.
+A SIGALRM soft timeout (by default ``0.75 * timeout``) inside the worker abandons slow
+Python code cheaply; the guarantee is the parent: when a worker makes no progress for
+``timeout`` seconds the parent SIGKILLs it, counts the comparison in flight as "not
+equivalent", starts a replacement and re-queues the rest of the batch. A crashed
+worker is handled the same way. Results (timeouts included) are cached.
+
+Fast path (no sympy, no worker): identical canonical strings; two plain numbers
+(integers, decimals, ``\\frac{p}{q}``, ``p/q``) compared exactly as rationals (decisive
+when equal, or when both are integers/fractions; a decimal against a fraction that
+differs goes to math-verify, which rounds decimals); two plain words compared
+case-insensitively (math-verify would read ``Evelyn`` as the product of its letters).
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import fractions
+import functools
+import math
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from multiprocessing.connection import wait as _wait_connections
+from typing import Self
+
+from ttrl_jax.rewards import answers as answers_lib
+
+__all__ = [
+    "GradingPool",
+    "compare_in_process",
+    "default_pool",
+    "equivalent",
+    "equivalent_many",
+    "fast_equivalent",
+    "grade",
+    "grade_many",
+    "shutdown_default_pool",
+]
+
+# ---------------------------------------------------------------------------------
+# Fast path (parent process, no sympy)
+# ---------------------------------------------------------------------------------
+
+_INT_RE = re.compile(r"-?\d{1,64}")
+_DEC_RE = re.compile(r"-?\d{0,64}\.\d{1,64}")
+_FRAC_RE = re.compile(r"(-?)\\frac\{(-?\d{1,64})\}\{(\d{1,64})\}|(-?\d{1,64})/(\d{1,64})")
+_WORDS_RE = re.compile(r"[A-Za-z]{2,}(?: [A-Za-z]+)*")
+
+
+def _as_rational(s: str) -> tuple[fractions.Fraction, bool] | None:
+    """(value, exact) for a plain number; ``exact`` is False for decimals."""
+    return _parse_rational(s) if len(s) <= 140 else None
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _parse_rational(s: str) -> tuple[fractions.Fraction, bool] | None:
+    if _INT_RE.fullmatch(s):
+        return fractions.Fraction(int(s)), True
+    if _DEC_RE.fullmatch(s):
+        return fractions.Fraction(s), False
+    m = _FRAC_RE.fullmatch(s)
+    if m:
+        if m.group(2) is not None:
+            num, den = int(m.group(2)), int(m.group(3))
+            num = -num if m.group(1) else num
+        else:
+            num, den = int(m.group(4)), int(m.group(5))
+        if den == 0:
+            return None
+        return fractions.Fraction(num, den), True
+    return None
+
+
+def fast_equivalent(a: str, b: str) -> bool | None:
+    """Decides equivalence of two canonical answers without sympy, or returns None.
+
+    Args:
+        a: canonical answer (see :func:`answers.normalize_math`).
+        b: canonical answer.
+
+    Returns:
+        True/False when decidable from the strings alone, None when math-verify is needed.
+    """
+    if a == b:
+        return True
+    ra, rb = _as_rational(a), _as_rational(b)
+    if ra is not None and rb is not None:
+        if ra[0] == rb[0]:
+            return True
+        if ra[1] and rb[1]:
+            return False
+        return None
+    wa, wb = _WORDS_RE.fullmatch(a), _WORDS_RE.fullmatch(b)
+    if wa and wb:
+        return a.lower() == b.lower()
+    if (wa and rb is not None) or (wb and ra is not None):
+        return False
+    return None
+
+
+# ---------------------------------------------------------------------------------
+# Pool (parent process)
+# ---------------------------------------------------------------------------------
+
+
+_WORKER_CMD = (
+    "import sys; from ttrl_jax.rewards.grading_worker import serve; "
+    "serve(int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]))"
+)
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class _Worker:
+    __slots__ = ("batch", "born", "conn", "deadline", "pos", "proc", "ready")
+
+    def __init__(self, proc, conn):
+        self.proc, self.conn = proc, conn
+        self.ready, self.batch, self.pos = False, [], 0
+        self.deadline, self.born = math.inf, time.monotonic()
+
+
+class GradingPool:
+    """Worker processes that decide answer equivalence within a hard deadline.
+
+    Usable as a context manager; :meth:`close` stops the workers. Thread-safe (calls
+    are serialised).
+
+    Args:
+        num_workers: worker processes (each one CPU core at most).
+        timeout: hard deadline in seconds for one comparison; past it the worker is
+            killed and the comparison counts as not equivalent.
+        max_chars: answers longer than this are not equivalent to anything but an
+            identical string, without being sent to a worker (None: no limit).
+        cache_size: entries of the parent-side result cache (0 disables it).
+        memory_limit_bytes: address-space limit of each worker (None: no limit).
+        soft_timeout_fraction: the worker abandons a comparison itself (SIGALRM) after
+            this fraction of ``timeout``, which is cheaper than being killed; 0 disables
+            it, leaving only the parent's hard kill.
+        batch_size: most comparisons sent to a worker in one message.
+        startup_timeout: seconds a new worker may take to import and warm up.
+    """
+
+    def __init__(
+        self,
+        num_workers: int = 2,
+        timeout: float = 0.8,
+        *,
+        max_chars: int | None = 4096,
+        cache_size: int = 1 << 16,
+        memory_limit_bytes: int | None = 4 << 30,
+        soft_timeout_fraction: float = 0.75,
+        batch_size: int = 64,
+        startup_timeout: float = 120.0,
+    ):
+        if num_workers < 1 or timeout <= 0:
+            raise ValueError("num_workers must be >= 1 and timeout > 0")
+        self.num_workers, self.timeout = num_workers, float(timeout)
+        self.max_chars, self.cache_size = max_chars, cache_size
+        self.memory_limit_bytes, self.batch_size = memory_limit_bytes, batch_size
+        self.startup_timeout = startup_timeout
+        self.soft_timeout = max(0.0, soft_timeout_fraction) * self.timeout
+        self.stats: collections.Counter = collections.Counter()
+        self._cache: collections.OrderedDict = collections.OrderedDict()
+        self._lock = threading.RLock()
+        self._closed = False
+        self._workers = [self._spawn() for _ in range(num_workers)]
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def _spawn(self) -> _Worker:
+        parent_sock, child_sock = socket.socketpair()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+        args = [str(child_sock.fileno()), repr(self.soft_timeout)]
+        args.append(str(self.memory_limit_bytes or 0))
+        with child_sock:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", _WORKER_CMD, *args],
+                pass_fds=(child_sock.fileno(),),
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
+        return _Worker(proc, Connection(parent_sock.detach()))
+
+    def _kill(self, w: _Worker) -> None:
+        try:
+            w.proc.kill()
+            w.proc.wait(timeout=5.0)
+        finally:
+            w.conn.close()
+
+    def _replace(self, i: int) -> None:
+        self._kill(self._workers[i])
+        self._workers[i] = self._spawn()
+        self.stats["restarts"] += 1
+
+    def wait_ready(self) -> Self:
+        """Blocks until every worker has started and warmed up (else they start lazily)."""
+        with self._lock:
+            while True:
+                starting = [w for w in self._workers if not w.ready]
+                if not starting:
+                    return self
+                limit = min(w.born for w in starting) + self.startup_timeout - time.monotonic()
+                for conn in _wait_connections([w.conn for w in starting], max(0.0, limit)):
+                    i = next(k for k, w in enumerate(self._workers) if w.conn is conn)
+                    try:
+                        msg = conn.recv()
+                        self._workers[i].ready = msg[0] == "ready"
+                    except (EOFError, OSError):
+                        self._fail(i, {}, collections.deque(), "crashes")
+                if time.monotonic() > min(w.born for w in starting) + self.startup_timeout:
+                    raise RuntimeError(f"grading worker failed to start in {self.startup_timeout}s")
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """Process ids of the current workers."""
+        return [w.proc.pid for w in self._workers]
+
+    def close(self) -> None:
+        """Stops the workers (idempotent)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for w in self._workers:
+                try:
+                    w.conn.send(None)
+                except (OSError, ValueError):
+                    pass
+            for w in self._workers:
+                try:
+                    w.proc.wait(timeout=2.0)
+                except subprocess.TimeoutExpired:
+                    w.proc.kill()
+                    w.proc.wait(timeout=2.0)
+                w.conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- scheduling ----------------------------------------------------------------
+
+    def _run(self, items: list[tuple[int, str, str]]) -> dict[int, bool]:
+        """Compares ``(idx, gold, pred)`` items on the workers; returns idx -> bool."""
+        pending = collections.deque(items)
+        results: dict[int, bool] = {}
+        while len(results) < len(items):
+            now = time.monotonic()
+            for i, w in enumerate(self._workers):  # hand out work to idle, ready workers
+                if w.ready and not w.batch and pending:
+                    k = min(self.batch_size, -(-len(pending) // self.num_workers))
+                    w.batch = [pending.popleft() for _ in range(k)]
+                    w.pos, w.deadline = 0, now + self.timeout
+                    try:
+                        w.conn.send(w.batch)
+                    except (OSError, ValueError):  # died while idle: retry elsewhere
+                        pending.extendleft(reversed(w.batch))
+                        w.batch = []
+                        self._replace(i)
+            waiting = [w for w in self._workers if w.batch or not w.ready]
+            if not waiting:  # cannot happen: unfinished items are always in a batch
+                raise RuntimeError("grading pool scheduler lost track of work")
+            deadlines = [w.deadline if w.ready else w.born + self.startup_timeout for w in waiting]
+            ready = _wait_connections([w.conn for w in waiting], max(0.0, min(deadlines) - now))
+            for i, w in enumerate(self._workers):
+                if w.conn not in ready:
+                    continue
+                try:
+                    while w.conn.poll():
+                        msg = w.conn.recv()
+                        if msg[0] == "ready":
+                            w.ready = True
+                            continue
+                        idx, ok = msg
+                        results[idx] = ok
+                        w.pos += 1
+                        w.deadline = time.monotonic() + self.timeout
+                        if w.pos == len(w.batch):
+                            w.batch = []
+                            break
+                except (EOFError, OSError):
+                    self._fail(i, results, pending, "crashes")
+            now = time.monotonic()
+            for i, w in enumerate(self._workers):
+                if w.batch and now >= w.deadline:
+                    self._fail(i, results, pending, "timeouts")
+                elif not w.ready and now >= w.born + self.startup_timeout:
+                    raise RuntimeError(f"grading worker failed to start in {self.startup_timeout}s")
+        return results
+
+    def _fail(self, i: int, results: dict, pending: collections.deque, why: str) -> None:
+        """Kills worker i: its comparison in flight is False, the rest is re-queued."""
+        w = self._workers[i]
+        if not w.ready:
+            self.stats["start_failures"] += 1
+            if self.stats["start_failures"] > 3 * self.num_workers + 3:
+                raise RuntimeError(
+                    f"grading workers keep dying while starting (exit code {w.proc.poll()})"
+                )
+        if w.batch:
+            results[w.batch[w.pos][0]] = False
+            pending.extendleft(reversed(w.batch[w.pos + 1 :]))
+            self.stats[why] += 1
+        self._replace(i)
+
+    # -- public API ----------------------------------------------------------------
+
+    def equivalent_many(
+        self, pairs: Sequence[tuple[str | None, str | None]], *, normalize: bool = True
+    ) -> list[bool]:
+        """Equivalence of many ``(gold, pred)`` answer pairs in one round trip.
+
+        Each answer is normalised (:func:`answers.normalize_math`) first unless
+        ``normalize=False`` (answers already canonical); an empty or missing answer is
+        equivalent to nothing. ``gold`` is math-verify's gold side (it matters only for
+        asymmetric cases such as an equation against a number).
+        """
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("GradingPool is closed")
+            out: list[bool | None] = [None] * len(pairs)
+            todo: dict[tuple[str, str], list[int]] = {}
+            for i, (gold, pred) in enumerate(pairs):
+                if normalize:
+                    g, p = answers_lib.normalize_math(gold), answers_lib.normalize_math(pred)
+                else:
+                    g, p = _clean_or_none(gold), _clean_or_none(pred)
+                if g is None or p is None:
+                    out[i] = False
+                    continue
+                fast = fast_equivalent(g, p)
+                if fast is not None:
+                    out[i] = fast
+                    self.stats["fast"] += 1
+                elif self.max_chars is not None and max(len(g), len(p)) > self.max_chars:
+                    out[i] = False
+                    self.stats["too_long"] += 1
+                elif (g, p) in self._cache:
+                    self._cache.move_to_end((g, p))
+                    out[i] = self._cache[(g, p)]
+                    self.stats["cached"] += 1
+                else:
+                    todo.setdefault((g, p), []).append(i)
+            keys = sorted(todo)  # same gold side -> same batch -> one parse per worker
+            if keys:
+                self.stats["worker"] += len(keys)
+                results = self._run([(k, g, p) for k, (g, p) in enumerate(keys)])
+                for k, key in enumerate(keys):
+                    for i in todo[key]:
+                        out[i] = results[k]
+                    if self.cache_size > 0 and len(key[0]) + len(key[1]) <= 8192:
+                        self._cache[key] = results[k]
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+            return out  # type: ignore[return-value]
+
+    def equivalent(self, a: str | None, b: str | None) -> bool:
+        """Whether answers ``a`` (gold side) and ``b`` are mathematically equivalent."""
+        return self.equivalent_many([(a, b)])[0]
+
+    def grade_many(
+        self,
+        responses: Sequence[str | None],
+        golds: Sequence[str | None],
+        task: str | answers_lib.Task = "math",
+    ) -> list[bool]:
+        """Whether each response's extracted answer matches its gold answer."""
+        if len(responses) != len(golds):
+            raise ValueError(f"{len(responses)} responses but {len(golds)} gold answers")
+        t = answers_lib.get_task(task)
+        preds = [t.extract(r) if r is not None else None for r in responses]
+        refs = [t.normalize(g) if g is not None else None for g in golds]
+        if t.equivalence == "math":
+            return self.equivalent_many(list(zip(refs, preds)))
+        return [compare_in_process(t, g, p) for g, p in zip(refs, preds)]
+
+    def grade(self, response: str | None, gold: str | None, task="math") -> bool:
+        """Whether ``response`` (a completion) answers ``gold`` correctly."""
+        return self.grade_many([response], [gold], task)[0]
+
+
+def _clean_or_none(s: str | None) -> str | None:
+    return None if s is None else (answers_lib.clean_text(s) or None)
+
+
+def compare_in_process(task: answers_lib.Task, gold: str | None, pred: str | None) -> bool:
+    """Exact or user-callable equivalence (trusted code, run in this process)."""
+    if gold is None or pred is None:
+        return False
+    if task.equivalence == "exact":
+        return gold == pred
+    if callable(task.equivalence):
+        try:
+            return bool(task.equivalence(gold, pred))
+        except Exception:  # noqa: BLE001 -- a failing user comparison means "not equal"
+            return False
+    raise ValueError(f"task {task.name!r}: unknown equivalence {task.equivalence!r}")
+
+
+# ---------------------------------------------------------------------------------
+# Default pool and module-level helpers
+# ---------------------------------------------------------------------------------
+
+_default: GradingPool | None = None
+_default_lock = threading.Lock()
+
+
+def default_pool() -> GradingPool:
+    """The process-wide pool, created on first use and closed at exit."""
+    global _default
+    with _default_lock:
+        if _default is None or _default._closed:
+            _default = GradingPool(num_workers=max(2, min(8, (os.cpu_count() or 2) // 2)))
+            atexit.register(shutdown_default_pool)
+        return _default
+
+
+def shutdown_default_pool() -> None:
+    """Closes the default pool if it exists."""
+    global _default
+    with _default_lock:
+        if _default is not None:
+            _default.close()
+            _default = None
+
+
+def equivalent(a: str | None, b: str | None, *, pool: GradingPool | None = None) -> bool:
+    """Whether answers ``a`` (gold side) and ``b`` are equivalent (default pool)."""
+    return (pool or default_pool()).equivalent(a, b)
+
+
+def equivalent_many(pairs, *, pool: GradingPool | None = None) -> list[bool]:
+    """Batched :func:`equivalent` over ``(gold, pred)`` pairs."""
+    return (pool or default_pool()).equivalent_many(pairs)
+
+
+def grade(response: str | None, gold: str | None, task="math", *, pool=None) -> bool:
+    """Whether a completion's final answer equals ``gold`` (math-verify semantics)."""
+    return (pool or default_pool()).grade(response, gold, task)
+
+
+def grade_many(responses, golds, task="math", *, pool=None) -> list[bool]:
+    """Batched :func:`grade`."""
+    return (pool or default_pool()).grade_many(responses, golds, task)
