@@ -11,9 +11,18 @@ from ttrl_jax import train_step as ts
 from ttrl_jax.models import transformer as tfm
 from ttrl_jax.models.config import ModelConfig
 
-CFG = ModelConfig(model_type="qwen2", vocab_size=64, hidden_size=32, intermediate_size=64,
-                  num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8, qkv_bias=True,
-                  tie_word_embeddings=True)
+CFG = ModelConfig(
+    model_type="qwen2",
+    vocab_size=64,
+    hidden_size=32,
+    intermediate_size=64,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=8,
+    qkv_bias=True,
+    tie_word_embeddings=True,
+)
 P, T, S = 6, 10, 16
 
 
@@ -24,24 +33,30 @@ def rollout(seed=0, s=S):
     rlen = rng.randint(1, T + 1, s)
     attn = np.zeros((s, P + T), np.int32)
     for i in range(s):
-        attn[i, P - plen[i]:P + rlen[i]] = 1
+        attn[i, P - plen[i] : P + rlen[i]] = 1
     resp = attn[:, P:].astype(np.float32)
     adv = rl.broadcast_advantages(jnp.asarray(rng.randn(s).astype(np.float32)), resp)
-    return {"tokens": tokens, "attn_mask": attn, "resp_mask": resp,
-            "old_logprobs": (-2.0 + 0.3 * rng.randn(s, T)).astype(np.float32) * resp,
-            "ref_logprobs": (-2.0 + 0.3 * rng.randn(s, T)).astype(np.float32) * resp,
-            "advantages": np.array(adv)}
+    return {
+        "tokens": tokens,
+        "attn_mask": attn,
+        "resp_mask": resp,
+        "old_logprobs": (-2.0 + 0.3 * rng.randn(s, T)).astype(np.float32) * resp,
+        "ref_logprobs": (-2.0 + 0.3 * rng.randn(s, T)).astype(np.float32) * resp,
+        "advantages": np.array(adv),
+    }
 
 
-HYPER = {"temperature": jnp.float32(0.9), "kl_coef": jnp.float32(0.05),
-         "entropy_coef": jnp.float32(0.01)}
+HYPER = {
+    "temperature": jnp.float32(0.9),
+    "kl_coef": jnp.float32(0.05),
+    "entropy_coef": jnp.float32(0.01),
+}
 
 
 def run(loss, batch, params=None, opt_cls=ts.Plain, lr=1e-2, sgd=False):
     """One train step; ``sgd`` makes the param change proportional to the gradient."""
     params = params or tfm.init_params(CFG, jax.random.key(0))
-    tx = optax.sgd(lr) if sgd else ts.make_optimizer(lambda c: lr, weight_decay=0.0,
-                                                      grad_clip=0.0)
+    tx = optax.sgd(lr) if sgd else ts.make_optimizer(lambda c: lr, weight_decay=0.0, grad_clip=0.0)
     opt = opt_cls(tx)
     state = opt.init(params)
     step = ts.make_train_step(CFG, loss, opt)
@@ -66,19 +81,30 @@ def test_loss_matches_direct_objective_and_updates_move_params():
     params = tfm.init_params(CFG, jax.random.key(0))
     # direct: the first mini-batch's objective at the initial params
     first = jax.tree.map(lambda x: jnp.asarray(x[: S // 2]), batch)
-    lp, ent = ts.sequence_logprobs(params, CFG, first["tokens"], first["attn_mask"], T,
-                                   HYPER["temperature"], with_entropy=True)
-    num, den, _ = rl.policy_objective(lp, first["old_logprobs"], first["advantages"],
-                                      first["resp_mask"], first["ref_logprobs"], ent,
-                                      kl_coef=0.05, entropy_coef=0.01, max_len=T)
+    lp, ent = ts.sequence_logprobs(
+        params, CFG, first["tokens"], first["attn_mask"], T, HYPER["temperature"], with_entropy=True
+    )
+    num, den, _ = rl.policy_objective(
+        lp,
+        first["old_logprobs"],
+        first["advantages"],
+        first["resp_mask"],
+        first["ref_logprobs"],
+        ent,
+        kl_coef=0.05,
+        entropy_coef=0.01,
+        max_len=T,
+    )
     new, _, metrics = run(loss, batch, params=jax.tree.map(jnp.copy, params))
     assert metrics["skipped"] == 0
-    moved = max(float(jnp.abs(a - b).max()) for a, b in
-                zip(jax.tree.leaves(new), jax.tree.leaves(params)))
+    moved = max(
+        float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(params))
+    )
     assert moved > 1e-4
     single = ts.LossConfig(kl_as_loss=True, use_entropy=True, num_minibatches=1, remat=False)
-    _, _, m = run(single, jax.tree.map(lambda x: x[: S // 2], batch),
-                  params=jax.tree.map(jnp.copy, params))
+    _, _, m = run(
+        single, jax.tree.map(lambda x: x[: S // 2], batch), params=jax.tree.map(jnp.copy, params)
+    )
     np.testing.assert_allclose(m["loss"], num / den, rtol=1e-5)
 
 
@@ -86,12 +112,14 @@ def test_nonfinite_update_is_skipped():
     batch = rollout(3)
     batch["advantages"][0, 0] = np.nan
     params = tfm.init_params(CFG, jax.random.key(0))
-    new, _, metrics = run(ts.LossConfig(num_minibatches=2), batch,
-                          params=jax.tree.map(jnp.copy, params))
+    new, _, metrics = run(
+        ts.LossConfig(num_minibatches=2), batch, params=jax.tree.map(jnp.copy, params)
+    )
     assert metrics["skipped"] == 1  # the first mini-batch is skipped, the second applied
     batch["advantages"][:] = np.nan
-    new, _, metrics = run(ts.LossConfig(num_minibatches=2), batch,
-                          params=jax.tree.map(jnp.copy, params))
+    new, _, metrics = run(
+        ts.LossConfig(num_minibatches=2), batch, params=jax.tree.map(jnp.copy, params)
+    )
     assert metrics["skipped"] == 2
     for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(params)):
         np.testing.assert_array_equal(a, b)
@@ -100,13 +128,16 @@ def test_nonfinite_update_is_skipped():
 def test_bf16_params_with_fp32_master_weights():
     batch = rollout(4)
     params = tfm.init_params(CFG, jax.random.key(0), dtype=jnp.bfloat16)
-    new, state, metrics = run(ts.LossConfig(), batch, params=params, opt_cls=ts.MasterWeights,
-                              lr=1e-4)
+    new, state, metrics = run(
+        ts.LossConfig(), batch, params=params, opt_cls=ts.MasterWeights, lr=1e-4
+    )
     assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(new))
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state.master))
     # tiny fp32 steps accumulate in the master copy even where bf16 cannot show them
-    assert any(float(jnp.abs(m - p.astype(jnp.float32)).max()) > 0
-               for m, p in zip(jax.tree.leaves(state.master), jax.tree.leaves(new)))
+    assert any(
+        float(jnp.abs(m - p.astype(jnp.float32)).max()) > 0
+        for m, p in zip(jax.tree.leaves(state.master), jax.tree.leaves(new))
+    )
     for m, p in zip(jax.tree.leaves(state.master), jax.tree.leaves(new)):
         np.testing.assert_array_equal(m.astype(jnp.bfloat16), p)
 

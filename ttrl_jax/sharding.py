@@ -57,8 +57,11 @@ def make_mesh(
       tensor: size of the tensor axis.
       devices: devices to use (default `jax.devices()`, i.e. all processes' devices).
 
+    A single process may ask for fewer devices than it has (the first ones are used);
+    a multi-process run must use every device.
+
     Raises:
-      ValueError: if the sizes do not multiply to the device count.
+      ValueError: if the sizes do not fit the device count.
     """
     devices = list(jax.devices() if devices is None else devices)
     n = len(devices)
@@ -66,7 +69,10 @@ def make_mesh(
         if fsdp <= 0 or tensor <= 0 or n % (fsdp * tensor):
             raise ValueError(f"mesh fsdp={fsdp} x tensor={tensor} does not divide {n} devices")
         data = n // (fsdp * tensor)
-    if data * fsdp * tensor != n:
+    want = data * fsdp * tensor
+    if want < n and jax.process_count() == 1 and want >= 1:
+        devices = devices[:want]  # a single process may use a subset of its devices
+    elif want != n:
         raise ValueError(f"mesh data={data} x fsdp={fsdp} x tensor={tensor} != {n} devices")
     return jax.make_mesh(
         (data, fsdp, tensor), MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices

@@ -1,0 +1,1 @@
+"""Run presets: each module's `get_config()` returns a complete, locked ConfigDict."""

@@ -1,0 +1,53 @@
+"""Launch a TTRL / SRT run.
+
+  python -m experiments.ttrl --config=experiments/configs/ttrl_aime_qwen2p5_math_7b.py \
+      --config.model.path=/models/Qwen2.5-Math-7B --config.optim.lr=1e-6
+
+Unknown config keys, bad values and missing paths print one error line and exit 2.
+"""
+
+import logging
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config preset (.py).")
+flags.mark_flags_as_required(["config"])
+
+
+def main(argv):
+    del argv
+    from ttrl_jax import trainer as trainer_lib
+    from ttrl_jax.config import ConfigValueError
+
+    logging.getLogger().setLevel(logging.INFO)
+    config = _CONFIG.value
+    try:
+        trainer = trainer_lib.Trainer(config)
+    except (ConfigValueError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        last = trainer.run()
+    except trainer_lib.TrainingError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    finally:
+        trainer.close()
+    shown = {k: round(v, 4) for k, v in last.items() if not k.startswith("time/")}
+    print(f"done: step {trainer.step}: {shown}")
+    return 0
+
+
+def run():
+    """Entry point that turns config-parsing errors into one line and exit code 2."""
+    try:
+        app.run(main)
+    except (KeyError, AttributeError, TypeError, ValueError, flags.Error) as e:
+        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    run()

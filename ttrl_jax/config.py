@@ -1,0 +1,194 @@
+"""The run configuration schema (an `ml_collections.ConfigDict`) and its validation.
+
+`default_config()` lists every key with its default; presets in `experiments/configs/`
+start from it and override values. The dict is locked, so a misspelt key (in a preset
+or on the command line: ``--config.optim.lr=...``) is an error, and `validate` checks
+values with one clear message naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+
+import ml_collections
+
+from ttrl_jax import rl
+from ttrl_jax.rewards.modes import REWARD_MODES
+
+
+class ConfigValueError(ValueError):
+    """A config value that is out of range or inconsistent; the message names the key."""
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Every configurable key of a run, with defaults (a TTRL-like recipe)."""
+    c = ml_collections.ConfigDict()
+    c.name = "ttrl"
+    c.output_dir = "runs/ttrl"
+    c.seed = 0
+
+    c.model = ml_collections.ConfigDict()
+    c.model.path = ""  # local HF directory (config.json + safetensors + tokenizer)
+    c.model.dtype = "bfloat16"  # parameter dtype: bfloat16 | float32
+    c.model.fp32_master_weights = True  # with bf16 params: fp32 optimizer state + master copy
+    c.model.remat = True  # rematerialise blocks in the backward pass
+    c.model.system_prompt = ""  # e.g. Qwen2.5-Math's "Please reason step by step, ..."
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1  # -1: all devices not used by fsdp x tensor
+    c.mesh.fsdp = 1
+    c.mesh.tensor = 1
+
+    c.data = ml_collections.ConfigDict()
+    c.data.dataset = "aime24"  # a benchmark name or a .json/.jsonl/.parquet path
+    c.data.source_dir = ""  # local folder with <NAME>/test.json for the benchmarks
+    c.data.data_dir = ""  # where TFDS builds its files (default: <output_dir>/tfds)
+    c.data.problem_key = "problem"
+    c.data.answer_key = "answer"  # "" for unlabeled files
+    c.data.id_key = ""
+    c.data.suffix = ""  # appended to each problem (SRT: "Let's think step by step ...")
+    c.data.max_prompt_tokens = 1024
+    c.data.on_too_long = "filter"  # filter | error
+    c.data.prompts_per_step = 8  # B
+    c.data.shuffle = True
+    c.data.prompt_bucket = 64  # prompt length P is rounded up to a multiple of this
+
+    c.rollout = ml_collections.ConfigDict()
+    c.rollout.n_votes = 64  # M samples per prompt
+    c.rollout.n_train = 32  # N of them trained on (0: all M)
+    c.rollout.temperature = 1.0
+    c.rollout.top_p = 1.0
+    c.rollout.top_k = 0  # 0: full vocabulary
+    c.rollout.max_new_tokens = 3072  # T
+
+    c.reward = ml_collections.ConfigDict()
+    c.reward.mode = "ttrl"  # one of rewards.modes.REWARD_MODES
+    c.reward.task = "math"  # a registered task or "module:function"
+    c.reward.clustering = "semantic"  # semantic | exact
+    c.reward.threshold = 0.0  # SRT consistency threshold tau
+    c.reward.soft = False  # SRT soft reward: fraction of agreeing votes
+    c.reward.keep_fraction = 1.0  # SRT: train on the most self-consistent fraction
+    c.reward.offline_labels = ""  # JSON {id: label} for the "offline" mode
+    c.reward.grading_workers = 2
+    c.reward.grading_timeout = 1.0  # seconds per comparison (hard deadline)
+
+    c.algo = ml_collections.ConfigDict()
+    c.algo.advantage = "grpo"  # one of rl.ADVANTAGE_ESTIMATORS
+    c.algo.clip_eps_low = 0.2
+    c.algo.clip_eps_high = 0.2
+    c.algo.dual_clip = 3.0  # 0 disables the dual clip
+    c.algo.kl_coef = 0.001
+    c.algo.kl_type = "k3"  # k1 | k2 | k3 (low_var_kl)
+    c.algo.kl_in_reward = False  # SRT: KL penalty in the reward instead of the loss
+    c.algo.entropy_coef = 0.0
+    c.algo.loss_agg = "token-mean"  # one of rl.AGG_MODES
+    c.algo.updates_per_step = 8  # mini-batches (optimizer updates) per RL step
+    c.algo.micro_batch_size = 0  # gradient accumulation micro-batch (0: whole mini-batch)
+    c.algo.drop_uniform_groups = False  # skip prompts whose N rewards are all equal
+    c.algo.old_logprobs = "sampler"  # sampler | recompute
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.lr = 5e-7
+    c.optim.schedule = "cosine"  # cosine | constant
+    c.optim.warmup_ratio = 0.03
+    c.optim.weight_decay = 0.01
+    c.optim.grad_clip = 1.0
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.999
+
+    c.train = ml_collections.ConfigDict()
+    c.train.epochs = 0  # if > 0, total steps = epochs * ceil(prompts / prompts_per_step)
+    c.train.steps = 10
+    c.train.save_every = 5
+    c.train.keep_last = 3
+    c.train.eval_every = 0  # 0: no periodic evaluation
+    c.train.best_metric = ""  # an eval metric, e.g. "eval/mean@16"; "" = keep last only
+    c.train.max_bad_steps = 3  # abort after this many non-finite updates in a row
+    c.train.tensorboard = True
+    c.train.wandb_project = ""
+    c.train.progress = True
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.dataset = ""  # default: the training set (with its labels)
+    c.eval.n_samples = 16
+    c.eval.temperature = 0.6
+    c.eval.top_p = 0.95
+    c.eval.max_new_tokens = 3072
+    c.eval.greedy = True  # also greedy pass@1
+    c.eval.max_prompts = 0  # 0: all
+    c.lock()
+    return c
+
+
+def _check(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise ConfigValueError(f"config.{key}: {msg}")
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+    """Checks values; raises `ConfigValueError` naming the first bad key."""
+    _check(bool(c.model.path), "model.path", "is required (a local HF model directory)")
+    _check(os.path.isdir(c.model.path), "model.path", f"directory not found: {c.model.path}")
+    _check(c.model.dtype in ("bfloat16", "float32"), "model.dtype", "must be bfloat16 or float32")
+    for k in ("fsdp", "tensor"):
+        _check(c.mesh[k] >= 1, f"mesh.{k}", "must be >= 1")
+    _check(c.mesh.data == -1 or c.mesh.data >= 1, "mesh.data", "must be -1 or >= 1")
+    _check(c.data.prompts_per_step >= 1, "data.prompts_per_step", "must be >= 1")
+    _check(c.data.on_too_long in ("filter", "error"), "data.on_too_long", "filter | error")
+    _check(c.data.max_prompt_tokens >= 1, "data.max_prompt_tokens", "must be >= 1")
+    _check(c.rollout.n_votes >= 1, "rollout.n_votes", "must be >= 1")
+    _check(
+        0 <= c.rollout.n_train <= c.rollout.n_votes,
+        "rollout.n_train",
+        f"must be in [0, n_votes={c.rollout.n_votes}]",
+    )
+    _check(c.rollout.temperature >= 0, "rollout.temperature", "must be >= 0")
+    _check(0 < c.rollout.top_p <= 1, "rollout.top_p", "must be in (0, 1]")
+    _check(c.rollout.top_k >= 0, "rollout.top_k", "must be >= 0")
+    _check(c.rollout.max_new_tokens >= 1, "rollout.max_new_tokens", "must be >= 1")
+    _check(c.reward.mode in REWARD_MODES, "reward.mode", f"one of {sorted(REWARD_MODES)}")
+    _check(c.reward.clustering in ("semantic", "exact"), "reward.clustering", "semantic | exact")
+    _check(0 <= c.reward.threshold <= 1, "reward.threshold", "must be in [0, 1]")
+    _check(0 < c.reward.keep_fraction <= 1, "reward.keep_fraction", "must be in (0, 1]")
+    _check(
+        c.reward.mode != "offline" or bool(c.reward.offline_labels),
+        "reward.offline_labels",
+        "is required by reward.mode=offline",
+    )
+    _check(c.reward.grading_timeout > 0, "reward.grading_timeout", "must be > 0")
+    _check(
+        c.algo.advantage in rl.ADVANTAGE_ESTIMATORS,
+        "algo.advantage",
+        f"one of {sorted(rl.ADVANTAGE_ESTIMATORS)}",
+    )
+    _check(c.algo.kl_type in ("k1", "k2", "k3", "low_var_kl"), "algo.kl_type", "k1 | k2 | k3")
+    _check(c.algo.loss_agg in rl.AGG_MODES, "algo.loss_agg", f"one of {rl.AGG_MODES}")
+    _check(
+        c.algo.old_logprobs in ("sampler", "recompute"), "algo.old_logprobs", "sampler | recompute"
+    )
+    _check(c.algo.updates_per_step >= 1, "algo.updates_per_step", "must be >= 1")
+    _check(
+        c.algo.kl_coef >= 0 and c.algo.entropy_coef >= 0,
+        "algo.kl_coef",
+        "coefficients must be >= 0",
+    )
+    _check(c.optim.schedule in ("cosine", "constant"), "optim.schedule", "cosine | constant")
+    _check(c.optim.lr >= 0, "optim.lr", "must be >= 0")
+    _check(0 <= c.optim.warmup_ratio < 1, "optim.warmup_ratio", "must be in [0, 1)")
+    _check(c.train.steps >= 1 or c.train.epochs >= 1, "train.steps", "steps or epochs >= 1")
+    _check(c.train.save_every >= 1, "train.save_every", "must be >= 1")
+    _check(c.train.keep_last >= 1, "train.keep_last", "must be >= 1")
+    _check(c.eval.n_samples >= 1, "eval.n_samples", "must be >= 1")
+    n_train = c.rollout.n_train or c.rollout.n_votes
+    seqs = c.data.prompts_per_step * n_train
+    _check(
+        seqs % c.algo.updates_per_step == 0,
+        "algo.updates_per_step",
+        f"must divide prompts_per_step x n_train = {seqs}",
+    )
+    mb = seqs // c.algo.updates_per_step
+    _check(
+        c.algo.micro_batch_size == 0 or mb % c.algo.micro_batch_size == 0,
+        "algo.micro_batch_size",
+        f"must divide the mini-batch of {mb} sequences",
+    )

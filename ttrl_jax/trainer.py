@@ -1,0 +1,451 @@
+"""The TTRL / SRT training loop: sample -> grade -> vote -> reward -> advantage -> update.
+
+One `Trainer` owns one model on one mesh: the same params serve the sampler and the
+update (no second inference engine, no weight synchronisation). Per RL step:
+
+1. the resumable iterator yields B prompts (left-padded to a length bucket);
+2. the sampler draws M completions per prompt (each prompt prefilled once);
+3. completions are decoded, answers extracted and clustered, rewards computed by the
+   configured mode (`consensus.score`), N of M samples kept for training;
+4. advantages (GRPO / RLOO / ...; KL in the loss or in the reward) and the jitted,
+   donated `train_step` (several mini-batch updates);
+5. metrics (JSONL, TensorBoard), orbax checkpoints, periodic evaluation.
+
+Resuming from the latest checkpoint continues the exact trajectory: per-step PRNG keys
+are ``fold_in(key(seed), step)`` and the data-iterator position is checkpointed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from ttrl_jax import checkpointing, consensus, evaluation, metrics, rl, sampling, sharding
+from ttrl_jax import train_step as ts
+from ttrl_jax.config import validate
+from ttrl_jax.data import PromptIterator, build_prompts, left_pad, load_benchmark, load_records
+from ttrl_jax.models import load_hf
+from ttrl_jax.models.tokenizer import load_tokenizer
+from ttrl_jax.rewards import grading
+
+log = logging.getLogger(__name__)
+BENCHMARKS = ("aime24", "amc23", "math500", "gpqa_diamond")
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot continue (e.g. too many non-finite updates in a row)."""
+
+
+def load_dataset(c: ml_collections.ConfigDict, dataset: str) -> list[dict]:
+    """Records of a benchmark name or a user file, per the data config."""
+    if dataset in BENCHMARKS:
+        data_dir = c.data.data_dir or os.path.join(c.output_dir, "tfds")
+        return load_benchmark(dataset, data_dir=data_dir, source_dir=c.data.source_dir or None)
+    if not os.path.isfile(dataset):
+        raise FileNotFoundError(f"dataset not found: {dataset} (a benchmark name: {BENCHMARKS})")
+    return load_records(
+        dataset,
+        problem_key=c.data.problem_key,
+        answer_key=c.data.answer_key or None,
+        id_key=c.data.id_key or None,
+    )
+
+
+def _load_offline_labels(path: str) -> dict[str, str]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            labels = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: cannot read offline labels ({e})") from None
+    if not isinstance(labels, dict):
+        raise ValueError(f"{path}: offline labels must be a JSON object {{id: label}}")
+    return {str(k): (None if v is None else str(v)) for k, v in labels.items()}
+
+
+def eval_settings(c: ml_collections.ConfigDict) -> evaluation.EvalSettings:
+    """The evaluation protocol of a run config."""
+    return evaluation.EvalSettings(
+        n_samples=c.eval.n_samples,
+        temperature=c.eval.temperature,
+        top_p=c.eval.top_p,
+        max_new_tokens=c.eval.max_new_tokens,
+        greedy=c.eval.greedy,
+        prompts_per_batch=c.data.prompts_per_step,
+        max_prompt_tokens=c.data.max_prompt_tokens,
+        prompt_bucket=c.data.prompt_bucket,
+        system_prompt=c.model.system_prompt,
+        suffix=c.data.suffix,
+        task=c.reward.task,
+        clustering=c.reward.clustering,
+        seed=c.seed,
+    )
+
+
+def default_eval(trainer: Trainer, step: int) -> dict:
+    """Periodic evaluation on ``eval.dataset`` (default: the training set with its labels);
+    metrics are prefixed ``eval/`` and the generations written under ``<output_dir>/eval``."""
+    c = trainer.c
+    if not hasattr(trainer, "_eval_records"):
+        records = load_dataset(c, c.eval.dataset or c.data.dataset)
+        records = [r for r in records if r.get("answer") is not None]
+        trainer._eval_records = records[: c.eval.max_prompts or None]
+    summary = evaluation.evaluate(
+        trainer.model.with_params(trainer.params),
+        trainer.tok,
+        trainer._eval_records,
+        eval_settings(c),
+        mesh=trainer.mesh,
+        out_dir=os.path.join(c.output_dir, "eval"),
+        name=f"step{step}",
+        pool=trainer.pool,
+    )
+    return {f"eval/{k}": v for k, v in summary.items() if isinstance(v, (int, float))}
+
+
+class Trainer:
+    """Builds everything a run needs from a validated config and runs the loop.
+
+    Args:
+      config: a `ttrl_jax.config.default_config()`-shaped ConfigDict.
+      eval_fn: optional ``(trainer, step) -> dict`` called every ``train.eval_every``
+        steps; its metrics are logged and feed the best-checkpoint policy.
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict, eval_fn: Callable | None = None):
+        validate(config)
+        self.c = c = config
+        self.eval_fn = eval_fn or (default_eval if c.train.eval_every else None)
+        self.mesh = sharding.make_mesh(c.mesh.data, c.mesh.fsdp, c.mesh.tensor)
+        self.model = load_hf(c.model.path, dtype=c.model.dtype, mesh=self.mesh)
+        self.cfg = self.model.config
+        self.tok = load_tokenizer(c.model.path)
+        records = load_dataset(c, c.data.dataset)
+        self.prompts = build_prompts(
+            records,
+            self.tok.tokenizer,
+            max_prompt_tokens=c.data.max_prompt_tokens,
+            suffix=c.data.suffix or None,
+            system_prompt=c.model.system_prompt or None,
+            on_too_long=c.data.on_too_long,
+        )
+        n = len(self.prompts.records)
+        if n < c.data.prompts_per_step:
+            raise ValueError(
+                f"{c.data.dataset}: {n} usable prompts < data.prompts_per_step="
+                f"{c.data.prompts_per_step}"
+            )
+        self.golds = [r.get("answer") for r in self.prompts.records]
+        self.offline = None
+        if c.reward.mode == "offline":
+            labels = _load_offline_labels(c.reward.offline_labels)
+            self.offline = [labels.get(str(r["id"])) for r in self.prompts.records]
+        self.iterator = PromptIterator(n, c.data.prompts_per_step, c.seed, shuffle=c.data.shuffle)
+        steps_per_epoch = n // c.data.prompts_per_step
+        self.total_steps = c.train.epochs * steps_per_epoch if c.train.epochs else c.train.steps
+
+        self.n_train = c.rollout.n_train or c.rollout.n_votes
+        if c.reward.mode == "srt":
+            self.n_train = c.rollout.n_votes  # SRT trains on its votes
+        lr = ts.make_schedule(
+            c.optim.lr,
+            c.optim.schedule,
+            self.total_steps,
+            c.optim.warmup_ratio,
+            c.algo.updates_per_step,
+        )
+        tx = ts.make_optimizer(lr, c.optim.weight_decay, c.optim.grad_clip, c.optim.b1, c.optim.b2)
+        low_precision = c.model.dtype != "float32"
+        self.opt = (
+            ts.MasterWeights(tx) if low_precision and c.model.fp32_master_weights else ts.Plain(tx)
+        )
+        self.lr_fn = lr
+        params = self.model.params()
+        self.need_ref = c.algo.kl_coef > 0
+        self.ref_params = jax.tree.map(jnp.copy, params) if self.need_ref else None
+        self.params = params
+        self.opt_state = jax.jit(self.opt.init)(params)
+        self.loss_cfg = ts.LossConfig(
+            clip_eps_low=c.algo.clip_eps_low,
+            clip_eps_high=c.algo.clip_eps_high,
+            dual_clip_c=c.algo.dual_clip or None,
+            kl_as_loss=self.need_ref and not c.algo.kl_in_reward,
+            kl_type=c.algo.kl_type,
+            agg_mode=c.algo.loss_agg,
+            use_entropy=c.algo.entropy_coef > 0,
+            num_minibatches=c.algo.updates_per_step,
+            micro_batch_size=c.algo.micro_batch_size,
+            remat=c.model.remat,
+        )
+        self._train_step = ts.make_train_step(self.cfg, self.loss_cfg, self.opt)
+        self._logprobs = ts.make_logprob_fn(
+            self.cfg, c.rollout.max_new_tokens, micro_batch=c.algo.micro_batch_size
+        )
+        self.step = 0
+        self.ckpt = checkpointing.Checkpointer(
+            os.path.join(c.output_dir, "checkpoints"),
+            keep_last=c.train.keep_last,
+            best_metric=c.train.best_metric or None,
+        )
+        self.writer = metrics.MetricWriter(
+            c.output_dir,
+            tensorboard=c.train.tensorboard,
+            wandb_project=c.train.wandb_project or None,
+            config=c.to_dict(),
+        )
+        self.pool = grading.GradingPool(
+            num_workers=c.reward.grading_workers, timeout=c.reward.grading_timeout
+        )
+        self._maybe_resume()
+
+    # ------------------------------------------------------------------ state
+    def _maybe_resume(self) -> None:
+        if self.ckpt.latest_step() is None:
+            return
+        step, params, opt_state, meta = self.ckpt.restore(
+            "latest", params_like=self.params, opt_state_like=self.opt_state
+        )
+        self.params, self.opt_state = params, opt_state
+        self.iterator.restore(meta["iterator"])
+        self.step = int(meta["step"])
+        log.info("resumed from %s at step %d", self.ckpt.directory, step)
+
+    def save(self, eval_metrics: dict | None = None, force: bool = False) -> None:
+        meta = {
+            "step": self.step,
+            "iterator": self.iterator.state(),
+            "seed": self.c.seed,
+            "config": self.c.to_dict(),
+        }
+        self.ckpt.save(
+            self.step, self.params, self.opt_state, meta, metrics=eval_metrics, force=force
+        )
+
+    # ------------------------------------------------------------------ one step
+    def _prompt_batch(self, idx: np.ndarray):
+        ids = [self.prompts.token_ids[i] for i in idx]
+        return left_pad(ids, self.tok.pad_id, multiple=self.c.data.prompt_bucket)  # [B, P] x2
+
+    def rollout(
+        self, tokens: np.ndarray, mask: np.ndarray, key: jax.Array, params=None
+    ) -> sampling.Rollout:
+        """M samples per prompt with the current (or given) params: ``[B, M, T]``."""
+        r = self.c.rollout
+        sp = sampling.sampling_params(r.temperature, r.top_p, r.top_k)
+        tokens, mask = sharding.shard_batch((tokens, mask), self.mesh)
+        return sampling.sample(
+            self.params if params is None else params,
+            self.cfg,
+            tokens,
+            mask,
+            key,
+            num_samples=r.n_votes,
+            max_new_tokens=r.max_new_tokens,
+            sampling=sp,
+            eos_ids=self.tok.eos_ids,
+            pad_id=self.tok.pad_id,
+            max_len=r.max_new_tokens,
+            prompt_len=tokens.shape[1],
+        )
+
+    def train_one_step(self) -> dict:
+        """Runs one RL step and returns its metrics."""
+        c = self.c
+        t0 = time.perf_counter()
+        idx = next(self.iterator)
+        key = jax.random.fold_in(jax.random.key(c.seed), self.step)
+        k_sample, k_choose = jax.random.split(key)
+        prompt_tokens, prompt_mask = self._prompt_batch(idx)
+        out = self.rollout(prompt_tokens, prompt_mask, k_sample)
+        tokens = np.asarray(out.tokens)  # [B, M, T]
+        lengths = np.asarray(out.lengths)  # [B, M]
+        t1 = time.perf_counter()
+
+        texts = consensus.decode_completions(self.tok.tokenizer, tokens, lengths)
+        rw, m, _ = consensus.score(
+            texts,
+            k_choose,
+            mode=c.reward.mode,
+            task=c.reward.task,
+            clustering=c.reward.clustering,
+            golds=[self.golds[i] for i in idx] if any(self.golds[i] for i in idx) else None,
+            offline_labels=None if self.offline is None else [self.offline[i] for i in idx],
+            n_train=self.n_train,
+            threshold=c.reward.threshold,
+            soft=c.reward.soft,
+            keep_fraction=c.reward.keep_fraction,
+            pool=self.pool,
+        )
+        t2 = time.perf_counter()
+
+        batch, extra = self._training_batch(prompt_tokens, prompt_mask, out, rw)
+        m.update(extra)
+        t3 = time.perf_counter()
+        hyper = {
+            "temperature": jnp.float32(max(c.rollout.temperature, 1e-6)),
+            "kl_coef": jnp.float32(c.algo.kl_coef),
+            "entropy_coef": jnp.float32(c.algo.entropy_coef),
+        }
+        lr_now = float(self.lr_fn(self.step * c.algo.updates_per_step))
+        self.params, self.opt_state, upd = self._train_step(
+            self.params, self.opt_state, batch, hyper
+        )
+        upd = {k: float(v) for k, v in upd.items()}
+        t4 = time.perf_counter()
+
+        b, mm, t = tokens.shape
+        resp = lengths.astype(np.float64)
+        m.update({f"actor/{k}": v for k, v in upd.items()})
+        m.update(
+            {
+                "lr": lr_now,
+                "response_length/mean": float(resp.mean()),
+                "response_length/max": float(resp.max()),
+                "response_length/clip_ratio": float(np.mean(self._clipped(tokens, lengths))),
+                "time/rollout": t1 - t0,
+                "time/grading": t2 - t1,
+                "time/prepare": t3 - t2,
+                "time/update": t4 - t3,
+                "time/step": t4 - t0,
+                "throughput/rollout_tokens_per_s": float(resp.sum()) / max(t1 - t0, 1e-9),
+                "epoch": float(self.iterator.state()["epoch"]),
+            }
+        )
+        self.step += 1
+        return m
+
+    def _clipped(self, tokens: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """``[B, M]`` bool: the sample hit the length limit without an EOS."""
+        last = np.take_along_axis(tokens, np.maximum(lengths - 1, 0)[..., None], -1)[..., 0]
+        return (lengths >= tokens.shape[-1]) & ~np.isin(last, self.tok.eos_ids)
+
+    def _training_batch(self, prompt_tokens, prompt_mask, out: sampling.Rollout, rw):
+        """The N trained samples per prompt as ``[S = B N, ...]`` arrays + metrics."""
+        c = self.c
+        idx = jnp.asarray(rw.indices)  # [B, N]
+        take = lambda x: jnp.take_along_axis(x, idx[(...,) + (None,) * (x.ndim - 2)], axis=1)
+        resp_tokens = take(out.tokens)  # [B, N, T]
+        lengths = take(out.lengths)  # [B, N]
+        b, n, t = resp_tokens.shape
+        resp_mask = (jnp.arange(t)[None, None] < lengths[..., None]).astype(jnp.float32)
+        valid = jnp.asarray(rw.keep)[:, None] & jnp.asarray(rw.label_mask)[:, None]  # [B, 1]
+        valid = jnp.broadcast_to(valid, (b, n))
+        rewards = jnp.asarray(rw.rewards, jnp.float32)  # [B, N]
+        extra = {}
+        if c.algo.drop_uniform_groups:
+            flat, frac = rl.all_equal_groups(rewards, valid)
+            valid = valid & ~flat[:, None]
+            extra["dropped_uniform_group_fraction"] = float(frac)
+        resp_mask = resp_mask * valid[..., None]
+        p = prompt_tokens.shape[1]
+        seq = jnp.concatenate(
+            [jnp.repeat(jnp.asarray(prompt_tokens)[:, None], n, axis=1), resp_tokens], axis=-1
+        ).reshape(b * n, p + t)
+        attn = jnp.concatenate(
+            [
+                jnp.repeat(jnp.asarray(prompt_mask)[:, None], n, axis=1),
+                (jnp.arange(t)[None, None] < lengths[..., None]).astype(jnp.int32),
+            ],
+            axis=-1,
+        ).reshape(b * n, p + t)
+        temp = jnp.float32(max(c.rollout.temperature, 1e-6))
+        sampler_lp = take(out.logprobs).reshape(b * n, t)
+        if c.algo.old_logprobs == "recompute":
+            old = self._logprobs(self.params, seq, attn, temp)
+            gap = jnp.abs(old - sampler_lp) * resp_mask.reshape(b * n, t)
+            extra["logprob_gap/sampler_vs_trainer"] = float(
+                gap.sum() / jnp.maximum(resp_mask.sum(), 1)
+            )
+        else:
+            old = sampler_lp
+        batch = {
+            "tokens": seq,
+            "attn_mask": attn,
+            "resp_mask": resp_mask.reshape(b * n, t),
+            "old_logprobs": old,
+        }
+        mask3 = resp_mask  # [B, N, T]
+        if self.need_ref:
+            ref = self._logprobs(self.ref_params, seq, attn, temp)
+            if self.loss_cfg.kl_as_loss:
+                batch["ref_logprobs"] = ref
+                adv = rl.broadcast_advantages(
+                    rl.compute_advantages(c.algo.advantage, rewards, valid), mask3
+                )
+            else:
+                kl = rl.kl_estimate(old.reshape(b, n, t), ref.reshape(b, n, t), c.algo.kl_type)
+                adv = rl.kl_in_reward_advantages(
+                    c.algo.advantage, rewards, kl, mask3, c.algo.kl_coef, valid
+                )
+                extra["kl_in_reward"] = float((kl * mask3).sum() / jnp.maximum(mask3.sum(), 1))
+        else:
+            adv = rl.broadcast_advantages(
+                rl.compute_advantages(c.algo.advantage, rewards, valid), mask3
+            )
+        batch["advantages"] = adv.reshape(b * n, t)
+        extra["advantage/abs_mean"] = float(
+            (jnp.abs(adv) * mask3).sum() / jnp.maximum(mask3.sum(), 1)
+        )
+        extra["trained_sequence_fraction"] = float(valid.mean())
+        return sharding.shard_batch(jax.device_get(batch), self.mesh), extra
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> dict:
+        """Trains until ``total_steps``; returns the last step's metrics."""
+        from tqdm import tqdm
+
+        c = self.c
+        last: dict = {}
+        bad = 0
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            disable=not c.train.progress,
+            desc="ttrl",
+            dynamic_ncols=True,
+        )
+        try:
+            with jax.set_mesh(self.mesh):
+                while self.step < self.total_steps:
+                    m = self.train_one_step()
+                    skipped = m.get("actor/skipped", 0.0)
+                    bad = bad + 1 if skipped >= c.algo.updates_per_step else 0
+                    if skipped:
+                        log.warning("step %d: %d non-finite update(s) skipped", self.step, skipped)
+                    eval_metrics = None
+                    if self.eval_fn and c.train.eval_every and self.step % c.train.eval_every == 0:
+                        eval_metrics = self.eval_fn(self, self.step)
+                        m.update(eval_metrics)
+                    self.writer.write(self.step, m)
+                    last = m
+                    if bad >= c.train.max_bad_steps:
+                        raise TrainingError(
+                            f"{bad} RL steps in a row had only non-finite updates; stopping "
+                            f"(last good checkpoint: step {self.ckpt.latest_step()})"
+                        )
+                    if self.step % c.train.save_every == 0 or self.step == self.total_steps:
+                        self.save(eval_metrics)
+                    bar.update(1)
+                    bar.set_postfix(
+                        {
+                            k: round(m[k], 3)
+                            for k in ("reward_mean", "majority_ratio", "label_accuracy")
+                            if k in m
+                        }
+                    )
+        finally:
+            bar.close()
+            self.ckpt.wait()
+        return last
+
+    def close(self) -> None:
+        self.ckpt.close()
+        self.writer.close()
+        self.pool.close()
