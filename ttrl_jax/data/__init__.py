@@ -8,8 +8,10 @@
 * ``build_prompts`` (chat template, suffix, length limit) and ``left_pad``
   (bucketed int32 ``[B, P]`` + mask).
 * ``PromptIterator``: deterministic, resumable batches of indices.
+* ``synthetic``: the demo's digit-sum task (noisy training traces, unlabeled test set).
 """
 
+from ttrl_jax.data import synthetic
 from ttrl_jax.data.benchmarks import (
     BUILDERS,
     SPECS,
@@ -40,4 +42,5 @@ __all__ = [
     "load_records",
     "make_messages",
     "read_benchmark_file",
+    "synthetic",
 ]
