@@ -13,13 +13,25 @@ from absl import app, flags
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config preset (.py).")
+flags.DEFINE_string(
+    "coordinator_address",
+    None,
+    "host:port of process 0 for a multi-host run (auto-detected on Cloud TPU).",
+)
+flags.DEFINE_integer("num_processes", None, "Number of processes (with --coordinator_address).")
+flags.DEFINE_integer("process_id", None, "This process's index (with --coordinator_address).")
 flags.mark_flags_as_required(["config"])
 
 
 def main(argv):
     del argv
+    from ttrl_jax import sharding
     from ttrl_jax import trainer as trainer_lib
     from ttrl_jax.config import ConfigValueError
+
+    sharding.initialize_distributed(
+        flags.FLAGS.coordinator_address, flags.FLAGS.num_processes, flags.FLAGS.process_id
+    )
 
     logging.getLogger().setLevel(logging.INFO)
     config = _CONFIG.value

@@ -20,6 +20,7 @@ the jit inputs and the few `constrain` calls below, which is what this code base
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -150,13 +151,56 @@ def batch_axis_size(mesh: Mesh, rules=DEFAULT_RULES) -> int:
 def shard_batch(batch: Any, mesh: Mesh, rules=DEFAULT_RULES) -> Any:
     """Places a tree of host arrays whose leading axis is the batch on ``mesh``.
 
-    Every process passes the *global* batch (single-controller feeding); leading
-    dimensions not divisible by the batch axes are replicated.
+    Every process passes the same *global* batch (the data iterator is deterministic and
+    identical on all hosts); each process materialises only the shards its own devices
+    hold (`jax.make_array_from_callback`), so on several hosts each feeds its slice.
+    Leading dimensions not divisible by the batch axes are replicated.
     """
 
     def put(x):
         x = np.asarray(x)
         axes = ("batch",) + (None,) * (x.ndim - 1)
-        return jax.device_put(x, named_sharding(x.shape, axes, mesh, rules))
+        sh = named_sharding(x.shape, axes, mesh, rules)
+        return jax.make_array_from_callback(x.shape, sh, lambda idx: x[idx])
 
     return jax.tree.map(put, batch)
+
+
+def to_host(tree: Any) -> Any:
+    """Numpy copies of a tree of (possibly multi-host sharded) arrays, whole on every host."""
+
+    def get(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            from jax.experimental import multihost_utils
+
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+        return np.asarray(x)
+
+    return jax.tree.map(get, tree)
+
+
+def initialize_distributed(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> bool:
+    """Starts `jax.distributed` for a multi-host run; returns whether it did.
+
+    With a coordinator address (and process count / id) it connects explicitly; on a
+    Cloud TPU VM with several workers (``TPU_WORKER_HOSTNAMES`` lists more than one) it
+    lets JAX auto-detect everything; otherwise (one host) it does nothing. CPU runs use
+    gloo collectives across processes.
+    """
+    if coordinator_address:
+        if num_processes is None or process_id is None:
+            raise ValueError("coordinator_address needs num_processes and process_id")
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(
+            coordinator_address, num_processes=num_processes, process_id=process_id
+        )
+        return True
+    hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
+    if len([h for h in hosts.split(",") if h]) > 1:
+        jax.distributed.initialize()
+        return True
+    return False

@@ -264,8 +264,9 @@ class Trainer:
         k_sample, k_choose = jax.random.split(key)
         prompt_tokens, prompt_mask = self._prompt_batch(idx)
         out = self.rollout(prompt_tokens, prompt_mask, k_sample)
-        tokens = np.asarray(out.tokens)  # [B, M, T]
-        lengths = np.asarray(out.lengths)  # [B, M]
+        # every process gathers the whole rollout, so no host votes on a partial group
+        out = sampling.Rollout(*sharding.to_host(tuple(out)))
+        tokens, lengths = out.tokens, out.lengths  # [B, M, T], [B, M]
         t1 = time.perf_counter()
 
         texts = consensus.decode_completions(self.tok.tokenizer, tokens, lengths)
@@ -327,74 +328,63 @@ class Trainer:
         return (lengths >= tokens.shape[-1]) & ~np.isin(last, self.tok.eos_ids)
 
     def _training_batch(self, prompt_tokens, prompt_mask, out: sampling.Rollout, rw):
-        """The N trained samples per prompt as ``[S = B N, ...]`` arrays + metrics."""
+        """The N trained samples per prompt as sharded ``[S = B N, ...]`` arrays + metrics.
+
+        Host-side numpy (identical on every process) except the old / reference log-prob
+        recomputations, which run sharded on the mesh.
+        """
         c = self.c
-        idx = jnp.asarray(rw.indices)  # [B, N]
-        take = lambda x: jnp.take_along_axis(x, idx[(...,) + (None,) * (x.ndim - 2)], axis=1)
-        resp_tokens = take(out.tokens)  # [B, N, T]
-        lengths = take(out.lengths)  # [B, N]
+        idx = np.asarray(rw.indices)  # [B, N]
+        resp_tokens = np.take_along_axis(out.tokens, idx[..., None], axis=1)  # [B, N, T]
+        lengths = np.take_along_axis(out.lengths, idx, axis=1)  # [B, N]
         b, n, t = resp_tokens.shape
-        resp_mask = (jnp.arange(t)[None, None] < lengths[..., None]).astype(jnp.float32)
-        valid = jnp.asarray(rw.keep)[:, None] & jnp.asarray(rw.label_mask)[:, None]  # [B, 1]
-        valid = jnp.broadcast_to(valid, (b, n))
-        rewards = jnp.asarray(rw.rewards, jnp.float32)  # [B, N]
+        live = np.arange(t)[None, None] < lengths[..., None]  # [B, N, T]
+        valid = np.broadcast_to((rw.keep & rw.label_mask)[:, None], (b, n))  # [B, N]
+        rewards = np.asarray(rw.rewards, np.float32)  # [B, N]
         extra = {}
         if c.algo.drop_uniform_groups:
-            flat, frac = rl.all_equal_groups(rewards, valid)
-            valid = valid & ~flat[:, None]
+            flat, frac = rl.all_equal_groups(jnp.asarray(rewards), jnp.asarray(valid))
+            valid = valid & ~np.asarray(flat)[:, None]
             extra["dropped_uniform_group_fraction"] = float(frac)
-        resp_mask = resp_mask * valid[..., None]
+        resp_mask = (live & valid[..., None]).astype(np.float32)  # [B, N, T]
         p = prompt_tokens.shape[1]
-        seq = jnp.concatenate(
-            [jnp.repeat(jnp.asarray(prompt_tokens)[:, None], n, axis=1), resp_tokens], axis=-1
-        ).reshape(b * n, p + t)
-        attn = jnp.concatenate(
-            [
-                jnp.repeat(jnp.asarray(prompt_mask)[:, None], n, axis=1),
-                (jnp.arange(t)[None, None] < lengths[..., None]).astype(jnp.int32),
-            ],
-            axis=-1,
-        ).reshape(b * n, p + t)
+        seq = np.concatenate([np.repeat(prompt_tokens[:, None], n, 1), resp_tokens], -1)
+        attn = np.concatenate([np.repeat(prompt_mask[:, None], n, 1), live.astype(np.int32)], -1)
+        seq, attn = seq.reshape(b * n, p + t), attn.reshape(b * n, p + t)
+        sampler_lp = np.take_along_axis(out.logprobs, idx[..., None], axis=1).reshape(b * n, t)
         temp = jnp.float32(max(c.rollout.temperature, 1e-6))
-        sampler_lp = take(out.logprobs).reshape(b * n, t)
+        seq_d, attn_d = sharding.shard_batch((seq, attn), self.mesh)
+        flat_mask = resp_mask.reshape(b * n, t)
+        n_tok = max(float(flat_mask.sum()), 1.0)
         if c.algo.old_logprobs == "recompute":
-            old = self._logprobs(self.params, seq, attn, temp)
-            gap = jnp.abs(old - sampler_lp) * resp_mask.reshape(b * n, t)
+            old = sharding.to_host(self._logprobs(self.params, seq_d, attn_d, temp))
             extra["logprob_gap/sampler_vs_trainer"] = float(
-                gap.sum() / jnp.maximum(resp_mask.sum(), 1)
+                (np.abs(old - sampler_lp) * flat_mask).sum() / n_tok
             )
         else:
             old = sampler_lp
-        batch = {
-            "tokens": seq,
-            "attn_mask": attn,
-            "resp_mask": resp_mask.reshape(b * n, t),
-            "old_logprobs": old,
-        }
-        mask3 = resp_mask  # [B, N, T]
+        batch = {"tokens": seq, "attn_mask": attn, "resp_mask": flat_mask, "old_logprobs": old}
+        mask3, v, r = jnp.asarray(resp_mask), jnp.asarray(valid), jnp.asarray(rewards)
         if self.need_ref:
-            ref = self._logprobs(self.ref_params, seq, attn, temp)
+            ref = sharding.to_host(self._logprobs(self.ref_params, seq_d, attn_d, temp))
             if self.loss_cfg.kl_as_loss:
                 batch["ref_logprobs"] = ref
-                adv = rl.broadcast_advantages(
-                    rl.compute_advantages(c.algo.advantage, rewards, valid), mask3
-                )
+                adv = rl.broadcast_advantages(rl.compute_advantages(c.algo.advantage, r, v), mask3)
             else:
-                kl = rl.kl_estimate(old.reshape(b, n, t), ref.reshape(b, n, t), c.algo.kl_type)
-                adv = rl.kl_in_reward_advantages(
-                    c.algo.advantage, rewards, kl, mask3, c.algo.kl_coef, valid
+                kl = rl.kl_estimate(
+                    jnp.asarray(old).reshape(b, n, t),
+                    jnp.asarray(ref).reshape(b, n, t),
+                    c.algo.kl_type,
                 )
-                extra["kl_in_reward"] = float((kl * mask3).sum() / jnp.maximum(mask3.sum(), 1))
+                adv = rl.kl_in_reward_advantages(c.algo.advantage, r, kl, mask3, c.algo.kl_coef, v)
+                extra["kl_in_reward"] = float((kl * mask3).sum() / n_tok)
         else:
-            adv = rl.broadcast_advantages(
-                rl.compute_advantages(c.algo.advantage, rewards, valid), mask3
-            )
+            adv = rl.broadcast_advantages(rl.compute_advantages(c.algo.advantage, r, v), mask3)
+        adv = np.asarray(adv)
         batch["advantages"] = adv.reshape(b * n, t)
-        extra["advantage/abs_mean"] = float(
-            (jnp.abs(adv) * mask3).sum() / jnp.maximum(mask3.sum(), 1)
-        )
+        extra["advantage/abs_mean"] = float(np.abs(adv).sum() / n_tok)
         extra["trained_sequence_fraction"] = float(valid.mean())
-        return sharding.shard_batch(jax.device_get(batch), self.mesh), extra
+        return sharding.shard_batch(batch, self.mesh), extra
 
     # ------------------------------------------------------------------ loop
     def run(self) -> dict:
@@ -407,7 +397,7 @@ class Trainer:
         bar = tqdm(
             total=self.total_steps,
             initial=self.step,
-            disable=not c.train.progress,
+            disable=not c.train.progress or jax.process_index() != 0,
             desc="ttrl",
             dynamic_ncols=True,
         )
