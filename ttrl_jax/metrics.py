@@ -75,8 +75,8 @@ class MetricWriter:
         self._jsonl.write(json.dumps(record) + "\n")
         self._jsonl.flush()
         if self._tb is not None:
-            for k, v in scalars.items():
-                self._tb.add_scalar(k, v, int(step))
+            for k, v in scalars.items():  # TensorBoard tags allow no '@'
+                self._tb.add_scalar(k.replace("@", "_at_"), v, int(step))
             self._tb.flush()
         if self._wandb is not None:
             self._wandb.log(scalars, step=int(step))

@@ -32,6 +32,11 @@ from ttrl_jax.models import transformer as tfm
 from ttrl_jax.models.config import ModelConfig
 
 
+# Models this shallow run their layers unrolled (faster on CPU, cheap to compile);
+# deeper ones scan over the stacked layers (one compiled block, fast compiles).
+UNROLL_MAX_LAYERS = 4
+
+
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
     """Static settings of the policy loss (changing them recompiles)."""
@@ -159,6 +164,7 @@ def sequence_logprobs(
         positions[:, None],
         key_mask=attn_mask[:, None].astype(bool),
         remat=remat,
+        unroll=cfg.num_layers if cfg.num_layers <= UNROLL_MAX_LAYERS else 1,
     )
     h = hidden[:, 0, length - resp_len - 1 : length - 1]  # [S, T, D]
     targets = tokens[:, length - resp_len :]  # [S, T]
