@@ -23,176 +23,237 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 
 def write_checkpoint(path, vocab, hidden, layers, heads, kv_heads, inter, dtype):
-  import torch
-  from transformers import Qwen2Config, Qwen2ForCausalLM
-  torch.manual_seed(0)
-  cfg = Qwen2Config(vocab_size=vocab, hidden_size=hidden, intermediate_size=inter,
-                    num_hidden_layers=layers, num_attention_heads=heads,
-                    num_key_value_heads=kv_heads, tie_word_embeddings=True, eos_token_id=1,
-                    pad_token_id=0, bos_token_id=None, max_position_embeddings=1024)
-  Qwen2ForCausalLM(cfg).to(getattr(torch, dtype)).save_pretrained(path)
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    cfg = Qwen2Config(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=inter,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        tie_word_embeddings=True,
+        eos_token_id=1,
+        pad_token_id=0,
+        bos_token_id=None,
+        max_position_embeddings=1024,
+    )
+    Qwen2ForCausalLM(cfg).to(getattr(torch, dtype)).save_pretrained(path)
 
 
 def timed(fn, repeats):
-  """Best wall time of ``repeats`` calls after one warm-up (compile) call.
+    """Best wall time of ``repeats`` calls after one warm-up (compile) call.
 
-  The minimum, not the median: on a shared machine other processes only ever add time.
-  """
-  fn()
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
+    The minimum, not the median: on a shared machine other processes only ever add time.
+    """
     fn()
-    times.append(time.perf_counter() - t0)
-  return float(np.min(times))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.min(times))
 
 
 def run_ours(path, prompts, mask, m, new_tokens, dtype, repeats):
-  import jax
-  from ttrl_jax import models, sampling
-  model = models.load_hf(path, dtype=dtype)
-  params, cfg = model.params(), model.config
-  sp = sampling.sampling_params(temperature=1.0)
-  key = jax.random.key(0)
+    import jax
 
-  def go():
-    out = sampling.sample(params, cfg, prompts, mask, key, num_samples=m,
-                          max_new_tokens=new_tokens, sampling=sp, eos_ids=())
-    jax.block_until_ready(out)
-    assert int(out.lengths.min()) == new_tokens
-    return out
+    from ttrl_jax import models, sampling
 
-  return timed(go, repeats)
+    model = models.load_hf(path, dtype=dtype)
+    params, cfg = model.params(), model.config
+    sp = sampling.sampling_params(temperature=1.0)
+    key = jax.random.key(0)
+
+    def go():
+        out = sampling.sample(
+            params,
+            cfg,
+            prompts,
+            mask,
+            key,
+            num_samples=m,
+            max_new_tokens=new_tokens,
+            sampling=sp,
+            eos_ids=(),
+        )
+        jax.block_until_ready(out)
+        assert int(out.lengths.min()) == new_tokens
+        return out
+
+    return timed(go, repeats)
 
 
 def run_hf(path, prompts, mask, m, new_tokens, dtype, repeats):
-  import torch
-  from transformers import AutoModelForCausalLM
-  torch.set_num_threads(2)
-  model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).eval()
-  ids, att = torch.as_tensor(prompts, dtype=torch.long), torch.as_tensor(mask, dtype=torch.long)
+    import torch
+    from transformers import AutoModelForCausalLM
 
-  def go():
-    with torch.no_grad():
-      out = model.generate(input_ids=ids, attention_mask=att, do_sample=True, temperature=1.0,
-                           top_k=0, top_p=1.0, num_return_sequences=m,
-                           max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=0)
-    assert out.shape == (len(prompts) * m, prompts.shape[1] + new_tokens), out.shape
-    return out
+    torch.set_num_threads(2)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).eval()
+    ids, att = torch.as_tensor(prompts, dtype=torch.long), torch.as_tensor(mask, dtype=torch.long)
 
-  return timed(go, repeats)
+    def go():
+        with torch.no_grad():
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=att,
+                do_sample=True,
+                temperature=1.0,
+                top_k=0,
+                top_p=1.0,
+                num_return_sequences=m,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                pad_token_id=0,
+            )
+        assert out.shape == (len(prompts) * m, prompts.shape[1] + new_tokens), out.shape
+        return out
+
+    return timed(go, repeats)
 
 
 def profile_step(path, b, m, p, t, dtype, repeats=5):
-  """Times one decode step's parts at cache length T=t: the blocks (attention + MLP, in a
-  donated loop as in `decode`), the LM head matmul and the sampler."""
-  import functools
-  import jax
-  import jax.numpy as jnp
-  from ttrl_jax import models, sampling
-  from ttrl_jax.models import transformer as tfm
-  model = models.load_hf(path, dtype=dtype)
-  params, cfg = model.params(), model.config
-  layers = sampling._layer_params(params, cfg)
-  dt, nl, kh, dh = sampling.default_cache_dtype(dtype), cfg.num_layers, cfg.num_kv_heads, cfg.head_dim
-  cache = {"k": [jnp.zeros((b, m, kh, dh, t), dt) for _ in range(nl)],
-           "v": [jnp.zeros((b, m, kh, t, dh), dt) for _ in range(nl)]}
-  prefix = {"k": [jnp.ones((b, kh, p, dh), dt)] * nl, "v": [jnp.ones((b, kh, p, dh), dt)] * nl,
-            "mask": jnp.ones((b, p), bool)}
-  tok = jnp.ones((b, m), jnp.int32)
-  sp = sampling.sampling_params()
-  steps = 16
+    """Times one decode step's parts at cache length T=t: the blocks (attention + MLP, in a
+    donated loop as in `decode`), the LM head matmul and the sampler."""
+    import functools
 
-  @functools.partial(jax.jit, donate_argnums=(2,))
-  def blocks(params, layers, cache):
-    def body(i, c):
-      h, c = sampling._decode_layers(params, layers, cfg, tok, tok + p + i, c, i, prefix)
-      return c
-    return jax.lax.fori_loop(0, steps, body, cache)
+    import jax
+    import jax.numpy as jnp
 
-  @jax.jit
-  def head(params, h):  # the carry dependence keeps each product inside the loop
-    w = tfm.lm_head_weight(params, cfg)
+    from ttrl_jax import models, sampling
+    from ttrl_jax.models import transformer as tfm
 
-    def body(i, h):
-      z = jnp.einsum("bmd,dv->bmv", h, w, preferred_element_type=jnp.float32)
-      return h + (1e-9 * z[..., :h.shape[-1]]).astype(h.dtype)
-    return jax.lax.fori_loop(0, steps, body, h)
+    model = models.load_hf(path, dtype=dtype)
+    params, cfg = model.params(), model.config
+    layers = sampling._layer_params(params, cfg)
+    dt = sampling.default_cache_dtype(dtype)
+    nl, kh, dh = cfg.num_layers, cfg.num_kv_heads, cfg.head_dim
+    cache = {
+        "k": [jnp.zeros((b, m, kh, dh, t), dt) for _ in range(nl)],
+        "v": [jnp.zeros((b, m, kh, t, dh), dt) for _ in range(nl)],
+    }
+    prefix = {
+        "k": [jnp.ones((b, kh, p, dh), dt)] * nl,
+        "v": [jnp.ones((b, kh, p, dh), dt)] * nl,
+        "mask": jnp.ones((b, p), bool),
+    }
+    tok = jnp.ones((b, m), jnp.int32)
+    sp = sampling.sampling_params()
+    steps = 16
 
-  @jax.jit
-  def samp(z):
-    rows = jnp.arange(b * m, dtype=jnp.uint32)
+    @functools.partial(jax.jit, donate_argnums=(2,))
+    def blocks(params, layers, cache):
+        def body(i, c):
+            _, c = sampling._decode_layers(params, layers, cfg, tok, tok + p + i, c, i, prefix)
+            return c
 
-    def body(i, acc):
-      keys = sampling.row_keys(jax.random.key(0), rows, i)
-      tok, lp = sampling.sample_logits(z + 0.0 * acc, keys, sp)
-      return acc + 1e-9 * jnp.sum(lp) + tok[0]
-    return jax.lax.fori_loop(0, steps, body, jnp.float32(0))
+        return jax.lax.fori_loop(0, steps, body, cache)
 
-  h = jnp.ones((b, m, cfg.hidden_size), jnp.dtype(dtype))
-  z = jax.random.normal(jax.random.key(0), (b * m, cfg.vocab_size), jnp.float32)
-  state = {"cache": blocks(params, layers, cache)}
+    @jax.jit
+    def head(params, h):  # the carry dependence keeps each product inside the loop
+        w = tfm.lm_head_weight(params, cfg)
 
-  def run_blocks():
-    state["cache"] = jax.block_until_ready(blocks(params, layers, state["cache"]))
+        def body(i, h):
+            z = jnp.einsum("bmd,dv->bmv", h, w, preferred_element_type=jnp.float32)
+            return h + (1e-9 * z[..., : h.shape[-1]]).astype(h.dtype)
 
-  out = {}
-  out["blocks (attention + MLP, cache write)"] = timed(run_blocks, repeats) / steps
-  out["LM head matmul"] = timed(lambda: jax.block_until_ready(head(params, h)), repeats) / steps
-  out["sampler (two-stage exact + log-prob)"] = timed(lambda: jax.block_until_ready(samp(z)),
-                                                      repeats) / steps
-  return out
+        return jax.lax.fori_loop(0, steps, body, h)
+
+    @jax.jit
+    def samp(z):
+        rows = jnp.arange(b * m, dtype=jnp.uint32)
+
+        def body(i, acc):
+            keys = sampling.row_keys(jax.random.key(0), rows, i)
+            tok, lp = sampling.sample_logits(z + 0.0 * acc, keys, sp)
+            return acc + 1e-9 * jnp.sum(lp) + tok[0]
+
+        return jax.lax.fori_loop(0, steps, body, jnp.float32(0))
+
+    h = jnp.ones((b, m, cfg.hidden_size), jnp.dtype(dtype))
+    z = jax.random.normal(jax.random.key(0), (b * m, cfg.vocab_size), jnp.float32)
+    state = {"cache": blocks(params, layers, cache)}
+
+    def run_blocks():
+        state["cache"] = jax.block_until_ready(blocks(params, layers, state["cache"]))
+
+    out = {}
+    out["blocks (attention + MLP, cache write)"] = timed(run_blocks, repeats) / steps
+    out["LM head matmul"] = timed(lambda: jax.block_until_ready(head(params, h)), repeats) / steps
+    out["sampler (two-stage exact + log-prob)"] = (
+        timed(lambda: jax.block_until_ready(samp(z)), repeats) / steps
+    )
+    return out
 
 
 def main(argv=None):
-  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--smoke", action="store_true", help="tiny config, a few seconds")
-  ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-  ap.add_argument("--repeats", type=int, default=5)
-  ap.add_argument("--no-hf", action="store_true", help="skip transformers.generate")
-  ap.add_argument("--curve", default="1,8,32,64", help="votes-per-prompt values, '' to skip")
-  args = ap.parse_args(argv)
-  if args.smoke:
-    dims = dict(vocab=512, hidden=64, layers=2, heads=4, kv_heads=2, inter=128)
-    b, m, p, new, repeats, curve = 2, 4, 8, 16, 1, [1, 4]
-  else:
-    dims = dict(vocab=32000, hidden=256, layers=4, heads=4, kv_heads=2, inter=704)
-    b, m, p, new, repeats = 8, 8, 32, 128, args.repeats
-    curve = [int(x) for x in args.curve.split(",") if x]
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--smoke", action="store_true", help="tiny config, a few seconds")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--no-hf", action="store_true", help="skip transformers.generate")
+    ap.add_argument("--curve", default="1,8,32,64", help="votes-per-prompt values, '' to skip")
+    args = ap.parse_args(argv)
+    if args.smoke:
+        dims = {"vocab": 512, "hidden": 64, "layers": 2, "heads": 4, "kv_heads": 2, "inter": 128}
+        b, m, p, new, repeats, curve = 2, 4, 8, 16, 1, [1, 4]
+    else:
+        dims = {"vocab": 32000, "hidden": 256, "layers": 4, "heads": 4, "kv_heads": 2, "inter": 704}
+        b, m, p, new, repeats = 8, 8, 32, 128, args.repeats
+        curve = [int(x) for x in args.curve.split(",") if x]
 
-  import jax
-  import torch
-  print(f"jax {jax.__version__} on {jax.devices()}, torch {torch.__version__}, "
+    import jax
+    import torch
+
+    print(
+        f"jax {jax.__version__} on {jax.devices()}, torch {torch.__version__}, "
         f"{os.cpu_count()} CPUs, dtype {args.dtype}, load average {os.getloadavg()[0]:.2f} "
-        f"(best of {repeats} timed runs each)")
-  with tempfile.TemporaryDirectory() as tmp:
-    write_checkpoint(tmp, dtype=args.dtype, **dims)
-    rng = np.random.RandomState(0)
-    prompts = rng.randint(2, dims["vocab"], (b, p)).astype(np.int32)
-    mask = np.ones((b, p), np.int32)
-    n_tok = b * m * new
-    print(f"model {dims}; {b} prompts x {m} samples, prompt {p}, {new} new tokens, "
-          f"temperature 1.0, full vocabulary, EOS disabled")
-    ours = run_ours(tmp, prompts, mask, m, new, args.dtype, repeats)
-    print(f"ttrl_jax.sampling      {n_tok / ours:10.0f} new tokens/s  ({ours:.3f} s)", flush=True)
-    if not args.no_hf:
-      hf = run_hf(tmp, prompts, mask, m, new, args.dtype, max(1, repeats // 2))
-      print(f"transformers.generate  {n_tok / hf:10.0f} new tokens/s  ({hf:.3f} s)")
-      print(f"ratio (ours / transformers): {hf / ours:.1f}x", flush=True)
-    for mm in curve:
-      tt = run_ours(tmp, prompts, mask, mm, new, args.dtype, 1 if mm >= 32 else repeats)
-      print(f"  M={mm:3d} votes/prompt ({b * mm:4d} rows): {b * mm * new / tt:10.0f} tokens/s",
-            flush=True)
-    print(f"profile of one decode step ({b}x{m} rows, cache T={new}):")
-    for name, sec in profile_step(tmp, b, m, p, new, args.dtype).items():
-      print(f"  {name:45s} {1e3 * sec:7.2f} ms")
-    print(f"  {'whole rollout / (new tokens - 1)':45s} {1e3 * ours / (new - 1):7.2f} ms")
-    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+        f"(best of {repeats} timed runs each)"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        write_checkpoint(tmp, dtype=args.dtype, **dims)
+        rng = np.random.RandomState(0)
+        prompts = rng.randint(2, dims["vocab"], (b, p)).astype(np.int32)
+        mask = np.ones((b, p), np.int32)
+        n_tok = b * m * new
+        print(
+            f"model {dims}; {b} prompts x {m} samples, prompt {p}, {new} new tokens, "
+            f"temperature 1.0, full vocabulary, EOS disabled"
+        )
+        ours = run_ours(tmp, prompts, mask, m, new, args.dtype, repeats)
+        print(
+            f"ttrl_jax.sampling      {n_tok / ours:10.0f} new tokens/s  ({ours:.3f} s)", flush=True
+        )
+        if not args.no_hf:
+            hf = run_hf(tmp, prompts, mask, m, new, args.dtype, max(1, repeats // 2))
+            print(f"transformers.generate  {n_tok / hf:10.0f} new tokens/s  ({hf:.3f} s)")
+            print(f"ratio (ours / transformers): {hf / ours:.1f}x", flush=True)
+        for mm in curve:
+            tt = run_ours(
+                tmp,
+                prompts,
+                mask,
+                mm,
+                new,
+                args.dtype,
+                max(1, repeats // 2) if mm >= 32 else repeats,
+            )
+            print(
+                f"  M={mm:3d} votes/prompt ({b * mm:4d} rows): {b * mm * new / tt:10.0f} tokens/s",
+                flush=True,
+            )
+        print(f"profile of one decode step ({b}x{m} rows, cache T={new}):")
+        for name, sec in profile_step(tmp, b, m, p, new, args.dtype).items():
+            print(f"  {name:45s} {1e3 * sec:7.2f} ms")
+        print(f"  {'whole rollout / (new tokens - 1)':45s} {1e3 * ours / (new - 1):7.2f} ms")
+        print(f"load average at the end: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
-  main()
+    main()

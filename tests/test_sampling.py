@@ -5,9 +5,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tiny_models
 from scipy import stats
 
-import tiny_models
 from ttrl_jax import models, sampling, sharding
 from ttrl_jax.models import transformer as tfm
 
@@ -18,248 +18,296 @@ BLOCK = 32  # several vocabulary blocks for the 96-token test vocabulary
 
 @pytest.fixture(scope="module")
 def qwen(tmp_path_factory):
-  """Tiny Qwen2 with spread-out logits (init std 0.3) and no EOS in its config."""
-  path = tiny_models.make_qwen2(tmp_path_factory.mktemp("qwen2"), eos_token_id=None,
-                                initializer_range=0.3)
-  return path, models.load_hf(path, dtype="float32")
+    """Tiny Qwen2 with spread-out logits (init std 0.3) and no EOS in its config."""
+    path = tiny_models.make_qwen2(
+        tmp_path_factory.mktemp("qwen2"), eos_token_id=None, initializer_range=0.3
+    )
+    return path, models.load_hf(path, dtype="float32")
 
 
 @pytest.fixture(scope="module")
 def prompts():
-  return tiny_models.left_padded_batch(np.random.RandomState(0), LENGTHS, 96)
+    return tiny_models.left_padded_batch(np.random.RandomState(0), LENGTHS, 96)
 
 
 def run(model, tokens, mask, key=0, m=M, **kw):
-  kw.setdefault("block", BLOCK)
-  out = sampling.sample(model.params(), model.config, tokens, mask, jax.random.key(key),
-                        num_samples=m, max_new_tokens=kw.pop("max_new_tokens", T), **kw)
-  return jax.tree.map(np.asarray, out)
+    kw.setdefault("block", BLOCK)
+    out = sampling.sample(
+        model.params(),
+        model.config,
+        tokens,
+        mask,
+        jax.random.key(key),
+        num_samples=m,
+        max_new_tokens=kw.pop("max_new_tokens", T),
+        **kw,
+    )
+    return jax.tree.map(np.asarray, out)
 
 
 # ---------------------------------------------------------------- host helpers
 
 
 def test_bucket_pad_and_eos_table():
-  assert [sampling.bucket(n) for n in (1, 16, 17, 100)] == [16, 16, 32, 128]
-  assert sampling.bucket(33, multiple=32) == 64
-  tok, mask = sampling.pad_prompts(np.ones((2, 3), np.int32), np.ones((2, 3), np.int32), 5, 9)
-  np.testing.assert_array_equal(tok[0], [9, 9, 1, 1, 1])
-  np.testing.assert_array_equal(mask[0], [0, 0, 1, 1, 1])
-  table = sampling.eos_table([[1], [2, 3]], 2)
-  assert table.shape == (2, 8) and table[1, :3].tolist() == [2, 3, -1]
-  assert sampling.eos_table((), 3).shape == (3, 8)
-  with pytest.raises(ValueError, match="top_p"):
-    sampling.sampling_params(top_p=0.0)
+    assert [sampling.bucket(n) for n in (1, 16, 17, 100)] == [16, 16, 32, 128]
+    assert sampling.bucket(33, multiple=32) == 64
+    tok, mask = sampling.pad_prompts(np.ones((2, 3), np.int32), np.ones((2, 3), np.int32), 5, 9)
+    np.testing.assert_array_equal(tok[0], [9, 9, 1, 1, 1])
+    np.testing.assert_array_equal(mask[0], [0, 0, 1, 1, 1])
+    table = sampling.eos_table([[1], [2, 3]], 2)
+    assert table.shape == (2, 8) and table[1, :3].tolist() == [2, 3, -1]
+    assert sampling.eos_table((), 3).shape == (3, 8)
+    with pytest.raises(ValueError, match="top_p"):
+        sampling.sampling_params(top_p=0.0)
 
 
 def test_rejects_right_padding(qwen, prompts):
-  _, model = qwen
-  tokens, mask = prompts
-  with pytest.raises(ValueError, match="left-padded"):
-    run(model, tokens[:, ::-1], mask[:, ::-1])
+    _, model = qwen
+    tokens, mask = prompts
+    with pytest.raises(ValueError, match="left-padded"):
+        run(model, tokens[:, ::-1], mask[:, ::-1])
 
 
 # --------------------------------------------------------------------- parity
 
 
 def test_greedy_matches_transformers_generate(qwen, prompts):
-  import torch
-  from transformers import AutoModelForCausalLM
-  path, model = qwen
-  tokens, mask = prompts
-  ours = run(model, tokens, mask, sampling=sampling.sampling_params(greedy=True))
-  hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-  with torch.no_grad():
-    ref = hf.generate(input_ids=torch.as_tensor(tokens, dtype=torch.long),
-                      attention_mask=torch.as_tensor(mask, dtype=torch.long), do_sample=False,
-                      max_new_tokens=T, pad_token_id=0).numpy()[:, tokens.shape[1]:]
-  assert ref.shape == (B, T)
-  for m in range(M):  # greedy: every vote equals transformers token for token
-    np.testing.assert_array_equal(ours.tokens[:, m], ref)
-  assert (ours.lengths == T).all() and int(ours.decode_steps) == T - 1
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    path, model = qwen
+    tokens, mask = prompts
+    ours = run(model, tokens, mask, sampling=sampling.sampling_params(greedy=True))
+    hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    with torch.no_grad():
+        ref = hf.generate(
+            input_ids=torch.as_tensor(tokens, dtype=torch.long),
+            attention_mask=torch.as_tensor(mask, dtype=torch.long),
+            do_sample=False,
+            max_new_tokens=T,
+            pad_token_id=0,
+        ).numpy()[:, tokens.shape[1] :]
+    assert ref.shape == (B, T)
+    for m in range(M):  # greedy: every vote equals transformers token for token
+        np.testing.assert_array_equal(ours.tokens[:, m], ref)
+    assert (ours.lengths == T).all() and int(ours.decode_steps) == T - 1
 
 
 def _model_logprobs(model, tokens, mask, out, temperature):
-  """The trainer's recomputation: one full forward over prompt + completion."""
-  params, cfg = model.params(), model.config
-  p = tokens.shape[1]
-  comp = out.tokens.reshape(B * M, T)
-  comp_mask = np.arange(T)[None] < out.lengths.reshape(B * M, 1)
-  seq = np.concatenate([np.repeat(tokens, M, 0), comp], 1)  # [B*M, P+T]
-  seq_mask = np.concatenate([np.repeat(mask, M, 0), comp_mask], 1).astype(bool)
-  pos = tfm.positions_from_mask(jnp.asarray(seq_mask))
-  hidden, _ = tfm.forward(params, cfg, jnp.asarray(seq)[:, None], pos[:, None],
-                          key_mask=jnp.asarray(seq_mask)[:, None])
-  lp = tfm.token_logprobs(params, cfg, hidden[:, 0, p - 1:-1], jnp.asarray(comp),
-                          temperature=temperature)
-  return np.where(comp_mask, np.asarray(lp), 0.0).reshape(B, M, T)
+    """The trainer's recomputation: one full forward over prompt + completion."""
+    params, cfg = model.params(), model.config
+    p = tokens.shape[1]
+    comp = out.tokens.reshape(B * M, T)
+    comp_mask = np.arange(T)[None] < out.lengths.reshape(B * M, 1)
+    seq = np.concatenate([np.repeat(tokens, M, 0), comp], 1)  # [B*M, P+T]
+    seq_mask = np.concatenate([np.repeat(mask, M, 0), comp_mask], 1).astype(bool)
+    pos = tfm.positions_from_mask(jnp.asarray(seq_mask))
+    hidden, _ = tfm.forward(
+        params,
+        cfg,
+        jnp.asarray(seq)[:, None],
+        pos[:, None],
+        key_mask=jnp.asarray(seq_mask)[:, None],
+    )
+    lp = tfm.token_logprobs(
+        params, cfg, hidden[:, 0, p - 1 : -1], jnp.asarray(comp), temperature=temperature
+    )
+    return np.where(comp_mask, np.asarray(lp), 0.0).reshape(B, M, T)
 
 
 @pytest.mark.parametrize("arch", ["qwen2", "llama3"])
 def test_logprobs_equal_trainer_recompute(arch, qwen, prompts, tmp_path):
-  tokens, mask = prompts
-  if arch == "qwen2":
-    model = qwen[1]
-  else:
-    path = tiny_models.make_llama3(tmp_path / "llama", attention_bias=True, mlp_bias=True)
-    model = models.load_hf(path, dtype="float32")  # untied head, llama3 rope, all biases
-    assert model.config.o_bias and model.config.mlp_bias
-  sp = sampling.sampling_params(temperature=0.7, top_p=0.9)
-  out = run(model, tokens, mask, sampling=sp, eos_ids=(3, 7))
-  ref = _model_logprobs(model, tokens, mask, out, 0.7)
-  np.testing.assert_allclose(out.logprobs, ref, atol=1e-4, rtol=0)
-  assert (out.logprobs[np.arange(T) >= out.lengths[..., None]] == 0).all()
+    tokens, mask = prompts
+    if arch == "qwen2":
+        model = qwen[1]
+    else:
+        path = tiny_models.make_llama3(tmp_path / "llama", attention_bias=True, mlp_bias=True)
+        model = models.load_hf(path, dtype="float32")  # untied head, llama3 rope, all biases
+        assert model.config.o_bias and model.config.mlp_bias
+    sp = sampling.sampling_params(temperature=0.7, top_p=0.9)
+    out = run(model, tokens, mask, sampling=sp, eos_ids=(3, 7))
+    ref = _model_logprobs(model, tokens, mask, out, 0.7)
+    np.testing.assert_allclose(out.logprobs, ref, atol=1e-4, rtol=0)
+    assert (out.logprobs[np.arange(T) >= out.lengths[..., None]] == 0).all()
 
 
 # ------------------------------------------------------------- sampling laws
 
 
 def _softmax_filtered(z, temperature=1.0, top_p=1.0, top_k=0):
-  """Reference HF semantics in float64: temperature, then top-k, then top-p."""
-  z = np.asarray(z, np.float64) / temperature
-  if top_k:
-    z = np.where(z >= np.sort(z)[-top_k], z, -np.inf)
-  p = np.exp(z - z.max())
-  p /= p.sum()
-  if top_p < 1:
-    above = np.array([p[p > pi].sum() for pi in p])
-    p = np.where(above < top_p, p, 0.0)
+    """Reference HF semantics in float64: temperature, then top-k, then top-p."""
+    z = np.asarray(z, np.float64) / temperature
+    if top_k:
+        z = np.where(z >= np.sort(z)[-top_k], z, -np.inf)
+    p = np.exp(z - z.max())
     p /= p.sum()
-  return p
+    if top_p < 1:
+        above = np.array([p[p > pi].sum() for pi in p])
+        p = np.where(above < top_p, p, 0.0)
+        p /= p.sum()
+    return p
 
 
 def _chi_square_pvalue(counts, p):
-  """Pearson chi-square p-value; bins with expected count < 5 are pooled."""
-  n = counts.sum()
-  assert counts[p == 0].sum() == 0, "a token outside the support was drawn"
-  small = (n * p < 5) & (p > 0)
-  obs = np.append(counts[(p > 0) & ~small], counts[small].sum())
-  exp = np.append(n * p[(p > 0) & ~small], n * p[small].sum())
-  keep = exp > 0
-  if keep.sum() < 2:  # a one-token support: every draw is that token (asserted above)
-    return 1.0
-  return stats.chisquare(obs[keep], exp[keep]).pvalue
+    """Pearson chi-square p-value; bins with expected count < 5 are pooled."""
+    n = counts.sum()
+    assert counts[p == 0].sum() == 0, "a token outside the support was drawn"
+    small = (n * p < 5) & (p > 0)
+    obs = np.append(counts[(p > 0) & ~small], counts[small].sum())
+    exp = np.append(n * p[(p > 0) & ~small], n * p[small].sum())
+    keep = exp > 0
+    if keep.sum() < 2:  # a one-token support: every draw is that token (asserted above)
+        return 1.0
+    return stats.chisquare(obs[keep], exp[keep]).pvalue
 
 
-CONFIGS = {"t1": dict(), "t0.6": dict(temperature=0.6), "top_p0.95": dict(top_p=0.95),
-           "top_k5": dict(top_k=5), "top_k20_top_p0.8": dict(top_k=20, top_p=0.8)}
+CONFIGS = {
+    "t1": {},
+    "t0.6": {"temperature": 0.6},
+    "top_p0.95": {"top_p": 0.95},
+    "top_k5": {"top_k": 5},
+    "top_k20_top_p0.8": {"top_k": 20, "top_p": 0.8},
+}
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_token_frequencies_match_softmax(name, qwen, prompts):
-  """2000 votes per prompt: the first token (prefill logits) and the second token given
-  the most frequent first one (decode-loop logits) against the model's softmax."""
-  _, model = qwen
-  tokens, mask = prompts
-  cfg = CONFIGS[name]
-  n = 2000
-  params, mcfg = model.params(), model.config
-  state = sampling.prefill(params, mcfg, tokens, mask, jax.random.key(1),
-                           sampling.sampling_params(**cfg), sampling.eos_table((), B),
-                           np.int32(0), np.int32(2), num_samples=n, max_len=2, block=BLOCK)
-  draws = np.asarray(sampling.decode(params, mcfg, state, block=BLOCK).tokens)  # [B, n, 2]
-  logits = np.asarray(models.logits(model, tokens, mask))[:, -1]  # [B, V]
-  modal = [int(np.bincount(draws[b, :, 0]).argmax()) for b in range(B)]
-  ext = np.concatenate([tokens, np.array(modal, np.int32)[:, None]], 1)
-  ext_mask = np.concatenate([mask, np.ones((B, 1), np.int32)], 1)
-  logits2 = np.asarray(models.logits(model, ext, ext_mask))[:, -1]  # [B, V]
-  for b in range(B):
-    p = _softmax_filtered(logits[b], **cfg)
-    counts = np.bincount(draws[b, :, 0], minlength=p.size)
-    assert _chi_square_pvalue(counts, p) > 1e-3, (name, b)
-    if name == "t0.6":  # the test has power: temperature 1 is rejected
-      assert _chi_square_pvalue(counts, _softmax_filtered(logits[b])) < 1e-6
-    second = draws[b, draws[b, :, 0] == modal[b], 1]
-    p2 = _softmax_filtered(logits2[b], **cfg)
-    assert _chi_square_pvalue(np.bincount(second, minlength=p2.size), p2) > 1e-3, (name, b)
+    """2000 votes per prompt: the first token (prefill logits) and the second token given
+    the most frequent first one (decode-loop logits) against the model's softmax."""
+    _, model = qwen
+    tokens, mask = prompts
+    cfg = CONFIGS[name]
+    n = 2000
+    params, mcfg = model.params(), model.config
+    state = sampling.prefill(
+        params,
+        mcfg,
+        tokens,
+        mask,
+        jax.random.key(1),
+        sampling.sampling_params(**cfg),
+        sampling.eos_table((), B),
+        np.int32(0),
+        np.int32(2),
+        num_samples=n,
+        max_len=2,
+        block=BLOCK,
+    )
+    draws = np.asarray(sampling.decode(params, mcfg, state, block=BLOCK).tokens)  # [B, n, 2]
+    logits = np.asarray(models.logits(model, tokens, mask))[:, -1]  # [B, V]
+    modal = [int(np.bincount(draws[b, :, 0]).argmax()) for b in range(B)]
+    ext = np.concatenate([tokens, np.array(modal, np.int32)[:, None]], 1)
+    ext_mask = np.concatenate([mask, np.ones((B, 1), np.int32)], 1)
+    logits2 = np.asarray(models.logits(model, ext, ext_mask))[:, -1]  # [B, V]
+    for b in range(B):
+        p = _softmax_filtered(logits[b], **cfg)
+        counts = np.bincount(draws[b, :, 0], minlength=p.size)
+        assert _chi_square_pvalue(counts, p) > 1e-3, (name, b)
+        if name == "t0.6":  # the test has power: temperature 1 is rejected
+            assert _chi_square_pvalue(counts, _softmax_filtered(logits[b])) < 1e-6
+        second = draws[b, draws[b, :, 0] == modal[b], 1]
+        p2 = _softmax_filtered(logits2[b], **cfg)
+        assert _chi_square_pvalue(np.bincount(second, minlength=p2.size), p2) > 1e-3, (name, b)
 
 
-@pytest.mark.parametrize("cfg", [dict(), dict(top_p=0.9), dict(top_k=50), dict(top_k=1)])
+@pytest.mark.parametrize("cfg", [{}, {"top_p": 0.9}, {"top_k": 50}, {"top_k": 1}])
 def test_sample_logits_exact_multi_block(cfg):
-  """V=1000 over blocks of 64 (a partial last block): the draws follow the law."""
-  v, r = 1000, 20000
-  z = np.asarray(jax.random.normal(jax.random.key(3), (v,)) * 3.0)
-  keys = sampling.row_keys(jax.random.key(4), jnp.arange(r, dtype=jnp.uint32), 0)
-  fn = jax.jit(sampling.sample_logits, static_argnames="block")
-  tok, lp = fn(jnp.broadcast_to(z, (r, v)), keys, sampling.sampling_params(**cfg), block=64)
-  p = _softmax_filtered(z, **cfg)
-  assert _chi_square_pvalue(np.bincount(np.asarray(tok), minlength=v), p) > 1e-3
-  ref = jax.nn.log_softmax(jnp.asarray(z))[np.asarray(tok)]
-  np.testing.assert_allclose(lp, ref, atol=1e-5)
+    """V=1000 over blocks of 64 (a partial last block): the draws follow the law."""
+    v, r = 1000, 20000
+    z = np.asarray(jax.random.normal(jax.random.key(3), (v,)) * 3.0)
+    keys = sampling.row_keys(jax.random.key(4), jnp.arange(r, dtype=jnp.uint32), 0)
+    fn = jax.jit(sampling.sample_logits, static_argnames="block")
+    tok, lp = fn(jnp.broadcast_to(z, (r, v)), keys, sampling.sampling_params(**cfg), block=64)
+    p = _softmax_filtered(z, **cfg)
+    assert _chi_square_pvalue(np.bincount(np.asarray(tok), minlength=v), p) > 1e-3
+    ref = jax.nn.log_softmax(jnp.asarray(z))[np.asarray(tok)]
+    np.testing.assert_allclose(lp, ref, atol=1e-5)
 
 
 # ------------------------------------------------------------ loop behaviour
 
 
 def test_early_exit_and_per_row_eos(qwen, prompts):
-  _, model = qwen
-  tokens, mask = prompts
-  greedy = sampling.sampling_params(greedy=True)
-  free = run(model, tokens, mask, sampling=greedy)
-  # row b stops at the greedy token of column c_b: a per-row stop set
-  stops = [2, 5, 3, 0]
-  eos = [[int(free.tokens[b, 0, c])] for b, c in enumerate(stops)]
-  out = run(model, tokens, mask, sampling=greedy, eos_ids=eos)
-  first = [int(np.argmax(free.tokens[b, 0] == e[0])) for b, e in enumerate(eos)]
-  np.testing.assert_array_equal(out.lengths, np.repeat(np.add(first, 1)[:, None], M, 1))
-  assert int(out.decode_steps) == max(first) < T - 1  # stopped early
-  for b, n in enumerate(first):
-    np.testing.assert_array_equal(out.tokens[b, :, :n + 1], free.tokens[b, :, :n + 1])
-    assert (out.tokens[b, :, n + 1:] == 0).all() and (out.logprobs[b, :, n + 1:] == 0).all()
-  # a length limit inside the bucket stops the loop too (same program)
-  short = run(model, tokens, mask, sampling=greedy, max_new_tokens=6)
-  assert int(short.decode_steps) == 5 and (short.lengths == 6).all()
-  np.testing.assert_array_equal(short.tokens[..., :6], free.tokens[..., :6])
+    _, model = qwen
+    tokens, mask = prompts
+    greedy = sampling.sampling_params(greedy=True)
+    free = run(model, tokens, mask, sampling=greedy)
+    # row b stops at the greedy token of column c_b: a per-row stop set
+    stops = [2, 5, 3, 0]
+    eos = [[int(free.tokens[b, 0, c])] for b, c in enumerate(stops)]
+    out = run(model, tokens, mask, sampling=greedy, eos_ids=eos)
+    first = [int(np.argmax(free.tokens[b, 0] == e[0])) for b, e in enumerate(eos)]
+    np.testing.assert_array_equal(out.lengths, np.repeat(np.add(first, 1)[:, None], M, 1))
+    assert int(out.decode_steps) == max(first) < T - 1  # stopped early
+    for b, n in enumerate(first):
+        np.testing.assert_array_equal(out.tokens[b, :, : n + 1], free.tokens[b, :, : n + 1])
+        assert (out.tokens[b, :, n + 1 :] == 0).all() and (out.logprobs[b, :, n + 1 :] == 0).all()
+    # a length limit inside the bucket stops the loop too (same program)
+    short = run(model, tokens, mask, sampling=greedy, max_new_tokens=6)
+    assert int(short.decode_steps) == 5 and (short.lengths == 6).all()
+    np.testing.assert_array_equal(short.tokens[..., :6], free.tokens[..., :6])
 
 
 def test_deterministic_given_seed(qwen, prompts):
-  _, model = qwen
-  tokens, mask = prompts
-  a, b, c = (run(model, tokens, mask, key=k) for k in (5, 5, 6))
-  np.testing.assert_array_equal(a.tokens, b.tokens)
-  assert (a.tokens != c.tokens).any()
-  assert (a.tokens[:, 0] != a.tokens[:, 1]).any()  # votes of a prompt differ
-  d = run(model, tokens, mask, key=5, unstack_layers=False)  # per-step layer slices
-  np.testing.assert_array_equal(a.tokens, d.tokens)
+    _, model = qwen
+    tokens, mask = prompts
+    a, b, c = (run(model, tokens, mask, key=k) for k in (5, 5, 6))
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+    assert (a.tokens != c.tokens).any()
+    assert (a.tokens[:, 0] != a.tokens[:, 1]).any()  # votes of a prompt differ
+    d = run(model, tokens, mask, key=5, unstack_layers=False)  # per-step layer slices
+    np.testing.assert_array_equal(a.tokens, d.tokens)
 
 
 def test_same_tokens_on_one_device_and_data4_tensor2_mesh(qwen, prompts):
-  path, model = qwen
-  tokens, mask = prompts
-  sp = sampling.sampling_params(temperature=0.8, top_p=0.95)
-  single = run(model, tokens, mask, key=7, sampling=sp, eos_ids=(3,))
-  mesh = sharding.make_mesh(data=4, fsdp=1, tensor=2)
-  sharded_model = models.load_hf(path, dtype="float32", mesh=mesh)
-  wq = sharded_model.params()["layers"]["wq"]
-  assert wq.sharding.spec == jax.sharding.PartitionSpec(None, None, "tensor")
-  tok_s, mask_s = sharding.shard_batch((tokens, mask), mesh)
-  with jax.set_mesh(mesh):
-    out = run(sharded_model, tok_s, mask_s, key=7, sampling=sp, eos_ids=(3,))
-  np.testing.assert_array_equal(out.tokens, single.tokens)
-  np.testing.assert_array_equal(out.lengths, single.lengths)
-  np.testing.assert_allclose(out.logprobs, single.logprobs, atol=1e-4)
+    path, model = qwen
+    tokens, mask = prompts
+    sp = sampling.sampling_params(temperature=0.8, top_p=0.95)
+    single = run(model, tokens, mask, key=7, sampling=sp, eos_ids=(3,))
+    mesh = sharding.make_mesh(data=4, fsdp=1, tensor=2)
+    sharded_model = models.load_hf(path, dtype="float32", mesh=mesh)
+    wq = sharded_model.params()["layers"]["wq"]
+    assert wq.sharding.spec == jax.sharding.PartitionSpec(None, None, "tensor")
+    tok_s, mask_s = sharding.shard_batch((tokens, mask), mesh)
+    with jax.set_mesh(mesh):
+        out = run(sharded_model, tok_s, mask_s, key=7, sampling=sp, eos_ids=(3,))
+    np.testing.assert_array_equal(out.tokens, single.tokens)
+    np.testing.assert_array_equal(out.lengths, single.lengths)
+    np.testing.assert_allclose(out.logprobs, single.logprobs, atol=1e-4)
 
 
 def test_sampling_knobs_do_not_recompile(qwen, prompts):
-  _, model = qwen
-  tokens, mask = prompts
-  run(model, tokens, mask)
-  sizes = sampling.prefill._cache_size(), sampling.decode._cache_size()
-  for cfg in [dict(temperature=0.3), dict(top_p=0.5), dict(top_k=7), dict(greedy=True),
-              dict(temperature=1.3, top_k=3, top_p=0.7), dict(temperature=0.0)]:
-    run(model, tokens, mask, sampling=sampling.sampling_params(**cfg), max_new_tokens=12,
-        eos_ids=(1, 2, 3))
-  assert (sampling.prefill._cache_size(), sampling.decode._cache_size()) == sizes
+    _, model = qwen
+    tokens, mask = prompts
+    run(model, tokens, mask)
+    sizes = sampling.prefill._cache_size(), sampling.decode._cache_size()
+    for cfg in [
+        {"temperature": 0.3},
+        {"top_p": 0.5},
+        {"top_k": 7},
+        {"greedy": True},
+        {"temperature": 1.3, "top_k": 3, "top_p": 0.7},
+        {"temperature": 0.0},
+    ]:
+        run(
+            model,
+            tokens,
+            mask,
+            sampling=sampling.sampling_params(**cfg),
+            max_new_tokens=12,
+            eos_ids=(1, 2, 3),
+        )
+    assert (sampling.prefill._cache_size(), sampling.decode._cache_size()) == sizes
 
 
 def test_bfloat16_model_logprobs_close_to_trainer(qwen, prompts):
-  """bf16 weights (float32 cache on CPU): log-probs agree with the bf16 recompute."""
-  path, _ = qwen
-  model = models.load_hf(path, dtype="bfloat16")
-  tokens, mask = prompts
-  out = run(model, tokens, mask, eos_ids=(3,))
-  assert sampling.default_cache_dtype(jnp.bfloat16) == jnp.float32  # CPU backend
-  ref = _model_logprobs(model, tokens, mask, out, 1.0)
-  assert np.isfinite(out.logprobs).all()
-  err = np.abs(out.logprobs - ref)  # bf16 rounding noise (measured max 0.07, mean 0.016)
-  assert err.max() < 0.2 and err.mean() < 0.03
+    """bf16 weights (float32 cache on CPU): log-probs agree with the bf16 recompute."""
+    path, _ = qwen
+    model = models.load_hf(path, dtype="bfloat16")
+    tokens, mask = prompts
+    out = run(model, tokens, mask, eos_ids=(3,))
+    assert sampling.default_cache_dtype(jnp.bfloat16) == jnp.float32  # CPU backend
+    ref = _model_logprobs(model, tokens, mask, out, 1.0)
+    assert np.isfinite(out.logprobs).all()
+    err = np.abs(out.logprobs - ref)  # bf16 rounding noise (measured max 0.07, mean 0.016)
+    assert err.max() < 0.2 and err.mean() < 0.03
