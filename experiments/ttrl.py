@@ -20,6 +20,12 @@ flags.DEFINE_string(
 )
 flags.DEFINE_integer("num_processes", None, "Number of processes (with --coordinator_address).")
 flags.DEFINE_integer("process_id", None, "This process's index (with --coordinator_address).")
+flags.DEFINE_bool(
+    "distributed",
+    False,
+    "Call jax.distributed.initialize() with auto-detection "
+    "(every worker of a Cloud TPU slice; tpu_setup/launch.sh passes it).",
+)
 flags.mark_flags_as_required(["config"])
 
 
@@ -30,7 +36,10 @@ def main(argv):
     from ttrl_jax.config import ConfigValueError
 
     sharding.initialize_distributed(
-        flags.FLAGS.coordinator_address, flags.FLAGS.num_processes, flags.FLAGS.process_id
+        flags.FLAGS.coordinator_address,
+        flags.FLAGS.num_processes,
+        flags.FLAGS.process_id,
+        auto=flags.FLAGS.distributed,
     )
 
     logging.getLogger().setLevel(logging.INFO)

@@ -109,6 +109,11 @@ def _losses(setup, out, **mesh):
     tr = trainer_lib.Trainer(c)
     tr.run()
     tr.close()
+    if mesh.get("fsdp", 1) > 1:  # Adam moments live on their params' shardings
+        wq = tr.params["layers"]["wq"]
+        moments = [x for x in jax.tree.leaves(tr.opt_state) if x.shape == wq.shape]
+        assert len(moments) == 2 and wq.sharding.spec != jax.sharding.PartitionSpec()
+        assert all(x.sharding.spec == wq.sharding.spec for x in moments)
     rows = metrics.read_jsonl(os.path.join(out, "metrics.jsonl"))
     return [(r["actor/loss"], r["actor/grad_norm"], r["reward_mean"]) for r in rows], tr.params
 

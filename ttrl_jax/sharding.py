@@ -131,6 +131,17 @@ def tree_shardings(shapes: Any, logical: Any, mesh: Mesh, rules=DEFAULT_RULES) -
     )
 
 
+def like_shardings(tree: Any, reference: Any, mesh: Mesh) -> Any:
+    """Shardings for ``tree`` (arrays or ShapeDtypeStructs) borrowed from ``reference``.
+
+    Each leaf takes the sharding of a ``reference`` array of the same shape (the
+    optimizer moments mirror the params), else is replicated. Params of equal shape share
+    logical axes here, so matching by shape is unambiguous.
+    """
+    by_shape = {tuple(x.shape): x.sharding for x in jax.tree.leaves(reference)}
+    return jax.tree.map(lambda x: by_shape.get(tuple(x.shape), replicated(mesh)), tree)
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
@@ -183,12 +194,14 @@ def initialize_distributed(
     coordinator_address: str | None = None,
     num_processes: int | None = None,
     process_id: int | None = None,
+    auto: bool = False,
 ) -> bool:
     """Starts `jax.distributed` for a multi-host run; returns whether it did.
 
-    With a coordinator address (and process count / id) it connects explicitly; on a
-    Cloud TPU VM with several workers (``TPU_WORKER_HOSTNAMES`` lists more than one) it
-    lets JAX auto-detect everything; otherwise (one host) it does nothing. CPU runs use
+    With a coordinator address (and process count / id) it connects explicitly; with
+    ``auto`` (the launcher's ``--distributed``, which `tpu_setup/launch.sh` passes) or
+    when ``TPU_WORKER_HOSTNAMES`` lists several workers (GKE) it lets JAX auto-detect
+    everything from the Cloud TPU metadata; otherwise (one host) it does nothing. CPU runs use
     gloo collectives across processes.
     """
     if coordinator_address:
@@ -200,7 +213,7 @@ def initialize_distributed(
         )
         return True
     hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
-    if len([h for h in hosts.split(",") if h]) > 1:
+    if auto or len([h for h in hosts.split(",") if h]) > 1:
         jax.distributed.initialize()
         return True
     return False

@@ -171,7 +171,11 @@ class Trainer:
         self.need_ref = c.algo.kl_coef > 0
         self.ref_params = jax.tree.map(jnp.copy, params) if self.need_ref else None
         self.params = params
-        self.opt_state = jax.jit(self.opt.init)(params)
+        # optimizer moments take their params' shardings (jit alone would replicate them)
+        opt_shapes = jax.eval_shape(self.opt.init, params)
+        self.opt_state = jax.jit(
+            self.opt.init, out_shardings=sharding.like_shardings(opt_shapes, params, self.mesh)
+        )(params)
         self.loss_cfg = ts.LossConfig(
             clip_eps_low=c.algo.clip_eps_low,
             clip_eps_high=c.algo.clip_eps_high,
