@@ -150,7 +150,8 @@ class Checkpointer:
         Args:
           which: step number, "latest" or "best".
           params_like / opt_state_like: trees of arrays whose shapes, dtypes and shardings
-            the restored arrays take (None: as saved, on the default device).
+            the restored arrays take (None: as saved). A checkpoint written on another
+            topology (a TPU slice, several processes) needs them.
           with_opt_state: False skips the optimizer state (evaluation).
         """
         step = self.resolve(which)
