@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: test demo install bench bench-smoke clean-venv
+.PHONY: test demo install clean-venv
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,12 +22,6 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m experiments.demo
-
-bench: $(STAMP)
-	$(PY) -m benchmarks.run_all
-
-bench-smoke: $(STAMP)
-	$(PY) -m benchmarks.run_all --smoke
 
 clean-venv:
 	rm -rf $(VENV)
