@@ -82,6 +82,9 @@ def load_policy(
             f"{path}: neither an HF model directory nor an orbax run directory with checkpoints"
         )
     ck = checkpointing.Checkpointer(ckdir, read_only=True, best_metric=_best_metric(path))
+    if ck.best_metric is None and which == "best":  # given the checkpoints folder itself
+        saved = ck.read_meta("latest").get("config", {})
+        ck.best_metric = (saved.get("train") or {}).get("best_metric") or None
     meta = ck.read_meta(which)
     cfg = meta.get("config", {})
     hf_dir = model_path or cfg.get("model", {}).get("path")
