@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
-from ttrl_jax import checkpointing, eval_metrics, sampling, sharding
+from ttrl_jax import checkpointing, consensus, eval_metrics, sampling, sharding
 from ttrl_jax.data import build_prompts, left_pad
 from ttrl_jax.models import Transformer, load_hf
 from ttrl_jax.models.tokenizer import TokenizerInfo, load_tokenizer
@@ -143,10 +143,8 @@ def _generate(
             pad_id=tok.pad_id,
             max_len=settings.max_new_tokens,
         )
-        toks, lens = np.asarray(out.tokens), np.asarray(out.lengths)
-        for b in range(real):
-            seqs = [toks[b, j, : lens[b, j]].tolist() for j in range(n)]
-            texts.append(tok.tokenizer.batch_decode(seqs, skip_special_tokens=True))
+        toks, lens = np.asarray(out.tokens)[:real], np.asarray(out.lengths)[:real]
+        texts += consensus.decode_completions(tok.tokenizer, toks, lens)
     return texts
 
 
