@@ -143,7 +143,8 @@ def _generate(
             pad_id=tok.pad_id,
             max_len=settings.max_new_tokens,
         )
-        toks, lens = np.asarray(out.tokens)[:real], np.asarray(out.lengths)[:real]
+        toks, lens = sharding.to_host((out.tokens, out.lengths))  # whole on every host
+        toks, lens = toks[:real], lens[:real]
         texts += consensus.decode_completions(tok.tokenizer, toks, lens)
     return texts
 
