@@ -269,3 +269,42 @@ def test_export_orbax_to_hf_loads_in_transformers(three_steps):
     with torch.no_grad():
         ref = hf(torch.tensor(tokens)).logits.numpy()
     np.testing.assert_allclose(np.asarray(ours), ref, atol=1e-4)
+
+
+def test_early_stopping_on_validation_metric_keeps_the_best_and_survives_resume(setup, tmp_path):
+    """SRT's early stopping: stop after `patience` evaluations without a gain; the best
+    checkpoint is the one with the highest validation metric; a resumed run stays stopped."""
+    scripted = {2: 0.5, 4: 0.7, 6: 0.65, 8: 0.69, 10: 0.9}  # step -> validation accuracy
+
+    def eval_fn(trainer, step):
+        return {"eval/acc": scripted[step]}
+
+    overrides = {
+        "mesh.data": 1,
+        "train.steps": 10,
+        "train.eval_every": 2,
+        "train.save_every": 2,
+        "train.keep_last": 1,
+        "train.best_metric": "eval/acc",
+        "train.early_stop_patience": 2,
+    }
+    c = config(setup, tmp_path / "run", **overrides)
+    tr = trainer_lib.Trainer(c, eval_fn=eval_fn)
+    last = tr.run()
+    tr.close()
+    assert tr.step == 8 and last["early_stopped"] == 1.0  # 0.65, 0.69 did not beat 0.7
+    assert tr.ckpt.best_step() == 4
+    rows = metrics.read_jsonl(os.path.join(c.output_dir, "metrics.jsonl"))
+    assert [r["step"] for r in rows] == list(range(1, 9))
+    again = trainer_lib.Trainer(config(setup, tmp_path / "run", **overrides), eval_fn=eval_fn)
+    again.run()
+    again.close()
+    assert again.step == 8  # resumed as stopped: no further training
+
+
+def test_early_stopping_needs_a_metric(setup, tmp_path):
+    from ttrl_jax.config import ConfigValueError
+
+    c = config(setup, tmp_path / "run", **{"train.early_stop_patience": 2, "train.eval_every": 2})
+    with pytest.raises(ConfigValueError, match="train.early_stop_patience"):
+        trainer_lib.Trainer(c)

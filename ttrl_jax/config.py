@@ -103,6 +103,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.keep_last = 3
     c.train.eval_every = 0  # 0: no periodic evaluation
     c.train.best_metric = ""  # an eval metric, e.g. "eval/mean@16"; "" = keep last only
+    # early stopping on best_metric (SRT's mitigation, with eval.dataset a small labelled
+    # validation set): stop after this many evaluations without a gain > min_delta; 0: off
+    c.train.early_stop_patience = 0
+    c.train.early_stop_min_delta = 0.0
     c.train.max_bad_steps = 3  # abort after this many non-finite updates in a row
     c.train.tensorboard = True
     c.train.wandb_project = ""
@@ -179,6 +183,12 @@ def validate(c: ml_collections.ConfigDict) -> None:
     _check(c.train.save_every >= 1, "train.save_every", "must be >= 1")
     _check(c.train.keep_last >= 1, "train.keep_last", "must be >= 1")
     _check(c.eval.n_samples >= 1, "eval.n_samples", "must be >= 1")
+    _check(c.train.early_stop_patience >= 0, "train.early_stop_patience", "must be >= 0")
+    _check(
+        c.train.early_stop_patience == 0 or (bool(c.train.best_metric) and c.train.eval_every > 0),
+        "train.early_stop_patience",
+        "needs train.best_metric and train.eval_every > 0",
+    )
     n_train = c.rollout.n_train or c.rollout.n_votes
     seqs = c.data.prompts_per_step * n_train
     _check(

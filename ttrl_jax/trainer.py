@@ -193,6 +193,8 @@ class Trainer:
             self.cfg, c.rollout.max_new_tokens, micro_batch=c.algo.micro_batch_size
         )
         self.step = 0
+        # early stopping on train.best_metric: best value so far, evaluations since it
+        self.early = {"best": None, "since": 0, "stopped": False}
         self.ckpt = checkpointing.Checkpointer(
             os.path.join(c.output_dir, "checkpoints"),
             keep_last=c.train.keep_last,
@@ -219,6 +221,7 @@ class Trainer:
         self.params, self.opt_state = params, opt_state
         self.iterator.restore(meta["iterator"])
         self.step = int(meta["step"])
+        self.early = meta.get("early_stop", self.early)
         log.info("resumed from %s at step %d", self.ckpt.directory, step)
 
     def save(self, eval_metrics: dict | None = None, force: bool = False) -> None:
@@ -227,6 +230,7 @@ class Trainer:
             "iterator": self.iterator.state(),
             "seed": self.c.seed,
             "config": self.c.to_dict(),
+            "early_stop": self.early,
         }
         self.ckpt.save(
             self.step, self.params, self.opt_state, meta, metrics=eval_metrics, force=force
@@ -391,6 +395,25 @@ class Trainer:
         return sharding.shard_batch(batch, self.mesh), extra
 
     # ------------------------------------------------------------------ loop
+    def _early_stop(self, eval_metrics: dict) -> bool:
+        """Updates the early-stopping state with one evaluation; True: stop now.
+
+        Stops after ``train.early_stop_patience`` evaluations in a row whose
+        ``train.best_metric`` did not beat the best so far by more than ``min_delta``;
+        the best checkpoint (kept by the checkpointer) is then the early-stopped model.
+        """
+        t = self.c.train
+        if not t.early_stop_patience:
+            return False
+        value = float(eval_metrics[t.best_metric])
+        e = self.early
+        if e["best"] is None or value > e["best"] + t.early_stop_min_delta:
+            e["best"], e["since"] = value, 0
+        else:
+            e["since"] += 1
+        e["stopped"] = e["since"] >= t.early_stop_patience
+        return e["stopped"]
+
     def run(self) -> dict:
         """Trains until ``total_steps``; returns the last step's metrics."""
         from tqdm import tqdm
@@ -407,7 +430,7 @@ class Trainer:
         )
         try:
             with jax.set_mesh(self.mesh):
-                while self.step < self.total_steps:
+                while self.step < self.total_steps and not self.early["stopped"]:
                     m = self.train_one_step()
                     skipped = m.get("actor/skipped", 0.0)
                     bad = bad + 1 if skipped >= c.algo.updates_per_step else 0
@@ -417,6 +440,16 @@ class Trainer:
                     if self.eval_fn and c.train.eval_every and self.step % c.train.eval_every == 0:
                         eval_metrics = self.eval_fn(self, self.step)
                         m.update(eval_metrics)
+                        if self._early_stop(eval_metrics):
+                            m["early_stopped"] = 1.0
+                            log.info(
+                                "step %d: %s has not improved on %.4f for %d evaluations; "
+                                "stopping early",
+                                self.step,
+                                c.train.best_metric,
+                                self.early["best"],
+                                self.early["since"],
+                            )
                     self.writer.write(self.step, m)
                     last = m
                     if bad >= c.train.max_bad_steps:
@@ -424,7 +457,11 @@ class Trainer:
                             f"{bad} RL steps in a row had only non-finite updates; stopping "
                             f"(last good checkpoint: step {self.ckpt.latest_step()})"
                         )
-                    if self.step % c.train.save_every == 0 or self.step == self.total_steps:
+                    if (
+                        self.step % c.train.save_every == 0
+                        or self.step == self.total_steps
+                        or self.early["stopped"]
+                    ):
                         self.save(eval_metrics)
                     bar.update(1)
                     bar.set_postfix(
