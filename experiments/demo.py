@@ -19,18 +19,23 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 
-from absl import app, flags
+from absl import app, flags, logging
 
-flags.DEFINE_enum("preset", "demo", ["demo", "ci"], "Base-model preset (ci: tiny and fast).")
-flags.DEFINE_string("out", "demo_out", "Output directory (the base model is cached here).")
-flags.DEFINE_integer("seed", 0, "Seed of the base model, the data and the RL runs.")
-flags.DEFINE_integer("steps", 0, "RL steps per run (0: the preset's default).")
-flags.DEFINE_integer("num_test", 0, "Test problems (0: the preset's default).")
-flags.DEFINE_bool("labels_baseline", True, "Also run RL with ground-truth labels.")
 FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """Command-line flags (defined only when run as a program, so that the two demo
+    modules can import each other)."""
+    flags.DEFINE_enum("preset", "demo", ["demo", "ci"], "Base-model preset (ci: tiny and fast).")
+    flags.DEFINE_string("out", "demo_out", "Output directory (the base model is cached here).")
+    flags.DEFINE_integer("seed", 0, "Seed of the base model, the data and the RL runs.")
+    flags.DEFINE_integer("steps", 0, "RL steps per run (0: the preset's default).")
+    flags.DEFINE_integer("num_test", 0, "Test problems (0: the preset's default).")
+    flags.DEFINE_bool("labels_baseline", True, "Also run RL with ground-truth labels.")
+
 
 # preset -> (test problems, RL steps, eval every, prompts per step, votes, lr)
 SETTINGS = {
@@ -251,6 +256,7 @@ def run_demo(
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # progress bars and tables, not orbax's INFO
     run_demo(
         FLAGS.preset, FLAGS.out, FLAGS.seed, FLAGS.steps, FLAGS.num_test, FLAGS.labels_baseline
     )
@@ -258,4 +264,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

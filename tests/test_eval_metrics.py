@@ -42,3 +42,40 @@ def test_maj_at_n_semantic_vs_exact_voting():
     # exact: "3" and "\frac{1}{2}" (with "1/2") tie at 3 votes; the earliest sample wins
     assert out["exact"]["maj@8"] == 0.0
     assert out["semantic"]["mean@8"] == out["exact"]["mean@8"] == pytest.approx(5 / 8)
+
+
+def test_offline_labels_from_generations_vote_semantically(tmp_path):
+    """SRT offline labels: the frozen model's majority answer per problem, with
+    equivalent answers voting together (0.5 and 1/2 beat three distinct others)."""
+    import json
+
+    from ttrl_jax.evaluation import labels_from_generations
+
+    samples = {"a": ["0.5", "3", "\\frac{1}{2}", "4"], "b": [None, "7", "7", "8"], "c": [None] * 4}
+    rows = [
+        {"id": i, "mode": "sampled", "sample": j, "answer": a}
+        for i, answers in samples.items()
+        for j, a in enumerate(answers)
+    ]
+    rows.append({"id": "a", "mode": "greedy", "sample": 0, "answer": "3"})  # ignored
+    path = tmp_path / "base.generations.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    labels = labels_from_generations(str(path))
+    assert labels["b"] == "7" and labels["c"] is None
+    assert labels["a"] in ("0.5", "\\frac{1}{2}")
+    path.write_text('{"id": "a", "mode": "sampled"}\n')
+    with pytest.raises(ValueError, match=r"base.generations.jsonl:1"):
+        labels_from_generations(str(path))
+
+
+def test_srt_demo_validation_set_is_labelled_and_disjoint_from_the_test_set():
+    from experiments.demo_srt import validation_set
+    from ttrl_jax.data import synthetic
+
+    spec = synthetic.TaskSpec(num_digits=3)
+    test = synthetic.make_test_set(200, 0, spec)
+    val = validation_set(test, 50, 1, spec)
+    assert len(val) == 50 and len({r["id"] for r in val}) == 50
+    assert not {r["problem"] for r in val} & {r["problem"] for r in test}
+    assert all(r["answer"] == str(synthetic.gold_answer(synthetic.parse_problem(r["problem"])))
+               for r in val)

@@ -257,6 +257,35 @@ def write_outputs(out_dir: str, name: str, summary: dict, gen_rows: list[dict]) 
         f.write(markdown_table({name: summary}) + "\n")
 
 
+def labels_from_generations(
+    path: str, *, task: str = "math", clustering: str = "semantic", pool=None
+) -> dict[str, str | None]:
+    """Offline pseudo-labels ``{id: majority answer}`` from an evaluation's sampled rows.
+
+    SRT's "offline" labels: a frozen model (e.g. the base model) votes once, and its
+    majority answer per problem is the fixed target of every later step, so the policy
+    cannot move its own reward. Reads ``<name>.generations.jsonl`` as written by
+    `evaluate`; answers are clustered as in training (``clustering``), ties go to the
+    class whose earliest sample comes first; None where no sample answered.
+    """
+    by_id: dict[str, list[str | None]] = {}
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            try:
+                row = json.loads(line)
+                if row["mode"] == "sampled":
+                    by_id.setdefault(str(row["id"]), []).append(row["answer"])
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise ValueError(f"{path}:{i}: not an evaluation generations row ({e})") from None
+    ids = list(by_id)
+    if len({len(v) for v in by_id.values()}) > 1:
+        raise ValueError(f"{path}: problems have different numbers of samples")
+    clusters = voting.cluster_answers(
+        [by_id[i] for i in ids], mode=clustering, task=task, pool=pool
+    )
+    return {i: clusters.label(b) for b, i in enumerate(ids)}
+
+
 def markdown_table(summaries: dict[str, dict]) -> str:
     """One row per named summary, one column per scalar metric (in first-seen order)."""
     cols: list[str] = []

@@ -1,0 +1,344 @@
+"""`make demo-srt`: SRT's failure mode (reward hacking) and two of its mitigations.
+
+Self-rewarding training (SRT, arXiv 2505.21444) trains on the self-consistency reward
+r = 1[answer = majority of the M votes] with RLOO, KL in the reward and an entropy bonus.
+Nothing ties that reward to correctness: a policy that answers *consistently* earns the
+full reward whether or not it is right, and under aggressive or long training it
+collapses onto confident wrong answers -- the training reward rises while true accuracy
+falls. On the demo task the careless "left" order with dropped carries is the token-level
+mode of the base model, so the collapse has an easy target.
+
+Runs, on the same base model and unlabeled test set as `make demo` (the gold answers are
+read only for reporting), each with the same aggressive constant learning rate:
+
+* ``SRT``: the plain self-consistency reward -> collapse;
+* ``SRT + offline labels``: pseudo-labels voted once by the frozen base model (its
+  maj@16 answers), so the policy cannot move its own target;
+* ``SRT + early stopping``: evaluates on a small *labelled validation set* (disjoint from
+  the test set) every few steps, keeps the best checkpoint and stops after ``patience``
+  evaluations without a gain; the best checkpoint is reported;
+* ``SRT + threshold`` (``--threshold``): trains only on prompts whose majority ratio is
+  at least tau, and only the most self-consistent fraction of them;
+* ``RL with labels`` (``--labels_baseline``): ground-truth reward at the same learning
+  rate, to show the lr alone does not cause the collapse.
+
+Prints a table (test pass@1 / maj@16 / greedy of each run's final -- or early-stopped --
+model) and writes ``srt_demo.png``: per run, the training reward and the true accuracy of
+the training rollouts vs step.
+
+  python -m experiments.demo_srt [--out=demo_out] [--steps=40] [--lr=4e-4]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """Command-line flags (defined only when run as a program, so that the two demo
+    modules can import each other)."""
+    flags.DEFINE_string("out", "demo_out", "Output directory (the base model is cached here).")
+    flags.DEFINE_integer("seed", 0, "Seed of the base model, the data and the RL runs.")
+    flags.DEFINE_integer("steps", 0, "RL steps per run (0: the preset's default).")
+    flags.DEFINE_float("lr", 0.0, "Constant learning rate of every run (0: the preset's).")
+    flags.DEFINE_bool(
+        "threshold", True, "Also run SRT with a consistency threshold + keep-fraction."
+    )
+    flags.DEFINE_bool("labels_baseline", False, "Also run RL with ground-truth labels.")
+
+
+SETTINGS = dict(
+    preset="demo",
+    num_test=256,
+    num_val=64,
+    steps=40,
+    lr=4e-4,
+    prompts=16,
+    votes=16,
+    val_every=4,
+    patience=2,
+    tau=0.5,
+    keep_fraction=0.5,
+)
+
+
+def srt_config(model_dir: str, data: str, out: str, mode: str, s: dict, seed: int):
+    """SRT's recipe on the demo model: RLOO, KL in the reward, entropy bonus, constant lr."""
+    from experiments import demo
+
+    c = demo.rl_config(model_dir, data, out, mode, dict(s, eval_every=s["steps"]), seed)
+    c.name = f"demo_srt_{mode}"
+    c.algo.advantage = "rloo"
+    c.algo.kl_in_reward, c.algo.kl_coef, c.algo.kl_type = True, 0.001, "k3"
+    c.algo.entropy_coef = 0.001
+    c.optim.lr, c.optim.schedule = s["lr"], "constant"
+    c.train.eval_every, c.train.best_metric = 0, ""
+    c.train.save_every = s["steps"]
+    return c
+
+
+def validation_set(test: list[dict], num: int, seed: int, spec) -> list[dict]:
+    """``num`` labelled problems disjoint from ``test`` (ids ``sum-val-*``)."""
+    from ttrl_jax.data import synthetic
+
+    seen = {r["problem"] for r in test}
+    pool = synthetic.make_test_set(num + len(test), seed, spec)
+    val = [dict(r) for r in pool if r["problem"] not in seen][:num]
+    for i, r in enumerate(val):
+        r["id"] = f"sum-val-{i:05d}"
+    return val
+
+
+def write_jsonl(path: str, records: list[dict]) -> str:
+    with open(path, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps({k: r[k] for k in ("problem", "answer", "id")}) + "\n")
+    return path
+
+
+def test_metrics(model, tok, records, s: dict, out_dir: str, name: str) -> dict:
+    """Test-set pass@1 (mean@k at T = 1), maj@k and greedy accuracy of a policy."""
+    from ttrl_jax import evaluation
+
+    k = s["votes"]
+    summary = evaluation.evaluate(
+        model,
+        tok,
+        records,
+        evaluation.EvalSettings(
+            n_samples=k,
+            temperature=1.0,
+            top_p=1.0,
+            greedy=True,
+            max_new_tokens=64,
+            prompts_per_batch=s["prompts"],
+            max_prompt_tokens=64,
+            prompt_bucket=32,
+        ),
+        out_dir=out_dir,
+        name=name,
+    )
+    return {
+        "pass@1": summary[f"mean@{k}"],
+        "maj": summary[f"maj@{k}"],
+        "greedy": summary["greedy_pass@1"],
+    }
+
+
+def run_one(config, eval_fn=None) -> dict:
+    """Trains one run; returns its metric rows, final params and best step."""
+    from ttrl_jax import trainer as trainer_lib
+    from ttrl_jax.metrics import read_jsonl
+
+    tr = trainer_lib.Trainer(config, eval_fn=eval_fn)
+    try:
+        tr.run()
+        model, tok, best = tr.model.with_params(tr.params), tr.tok, tr.ckpt.best_step()
+        steps = tr.step
+    finally:
+        tr.close()
+    rows = read_jsonl(os.path.join(config.output_dir, "metrics.jsonl"))
+    return {"rows": rows, "model": model, "tok": tok, "best_step": best, "steps": steps}
+
+
+def _series(rows, key):
+    pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def _smooth(y, w=3):
+    out = []
+    for i in range(len(y)):
+        part = y[max(0, i - w + 1) : i + 1]
+        out.append(sum(part) / len(part))
+    return out
+
+
+def plot(runs: dict[str, dict], base: dict, png: str, k: int, steps: int) -> None:
+    """One panel per run: training reward and true accuracy (3-step means) vs step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 4.2), sharey=True)
+    axes = [axes] if len(runs) == 1 else list(axes)
+    for ax, (name, run) in zip(axes, runs.items()):
+        rows = run["rows"]
+        x, y = _series(rows, "reward_mean")
+        ax.plot(x, _smooth(y), color="tab:orange", label="training reward")
+        x, y = _series(rows, "ground_truth_ratio")
+        ax.plot(x, _smooth(y), color="tab:blue", label="true accuracy (rollouts)")
+        x, y = _series(rows, f"eval/mean@{k}")
+        if x:
+            ax.plot(x, y, "s--", color="tab:green", ms=4, label="validation pass@1")
+        if run.get("best_step"):
+            ax.axvline(run["best_step"], color="gray", ls=":", label="kept checkpoint")
+        ax.axhline(base["pass@1"], color="black", lw=0.8, alpha=0.5, label="base pass@1 (test)")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("RL step")
+        ax.set_ylim(0, 1.02)
+        ax.set_xlim(0, steps + 1)
+        ax.grid(alpha=0.3)
+    handles = {}
+    for ax in axes:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=5, fontsize=8)
+    fig.suptitle("SRT reward hacking and mitigations (demo task, 3-step means)", fontsize=11)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+
+
+def run_demo_srt(
+    out: str,
+    seed: int = 0,
+    steps: int = 0,
+    lr: float = 0.0,
+    threshold: bool = True,
+    labels_baseline: bool = False,
+    settings: dict | None = None,
+) -> dict:
+    """The whole SRT demo; returns the numbers it printed."""
+    from experiments import pretrain_tiny
+    from ttrl_jax import evaluation
+    from ttrl_jax.data import synthetic
+    from ttrl_jax.models import load_hf
+    from ttrl_jax.models.tokenizer import load_tokenizer
+
+    t0 = time.time()
+    s = dict(settings or SETTINGS)
+    s["steps"], s["lr"] = steps or s["steps"], lr or s["lr"]
+    k = s["votes"]
+    os.makedirs(out, exist_ok=True)
+    model_dir = os.path.join(out, f"base_{s['preset']}_seed{seed}")
+    print(f"[1/4] base model in {model_dir} (built once, then cached)", flush=True)
+    info = pretrain_tiny.load_or_build(model_dir, s["preset"], seed=seed, log_every=0)
+    spec = info["preset_obj"].task
+    test = synthetic.make_test_set(s["num_test"], info["test_seed"], spec)
+    val = validation_set(test, s["num_val"], info["test_seed"] + 7919, spec)
+    srt_dir = os.path.join(out, "srt")
+    os.makedirs(srt_dir, exist_ok=True)
+    data = write_jsonl(os.path.join(srt_dir, "test_set.jsonl"), test)
+    val_file = write_jsonl(os.path.join(srt_dir, "validation_set.jsonl"), val)
+
+    print(f"[2/4] base model on {len(test)} test problems; offline labels from its votes")
+    base = test_metrics(
+        load_hf(model_dir, dtype="float32"),
+        load_tokenizer(model_dir),
+        test,
+        s,
+        os.path.join(srt_dir, "eval"),
+        "base",
+    )
+    labels = evaluation.labels_from_generations(
+        os.path.join(srt_dir, "eval", "base.generations.jsonl")
+    )
+    labels_file = os.path.join(srt_dir, "offline_labels.json")
+    with open(labels_file, "w", encoding="utf-8") as f:
+        json.dump(labels, f)
+    golds = {r["id"]: r["answer"] for r in test}
+    label_acc = sum(labels[i] == golds[i] for i in golds) / len(golds)
+    print(
+        f"      pass@1 {base['pass@1']:.3f}, maj@{k} {base['maj']:.3f}, greedy "
+        f"{base['greedy']:.3f}; offline label accuracy {label_acc:.3f}"
+    )
+
+    plans = {"SRT": ("srt", {})}
+    plans["SRT + offline labels"] = ("offline", {"reward.offline_labels": labels_file})
+    plans["SRT + early stopping"] = (
+        "srt",
+        {
+            "eval.dataset": val_file,
+            "train.eval_every": s["val_every"],
+            "train.save_every": s["val_every"],
+            "train.best_metric": f"eval/mean@{k}",
+            "train.early_stop_patience": s["patience"],
+            "eval.greedy": False,
+        },
+    )
+    if threshold:
+        plans["SRT + threshold"] = (
+            "srt",
+            {"reward.threshold": s["tau"], "reward.keep_fraction": s["keep_fraction"]},
+        )
+    if labels_baseline:
+        plans["RL with labels"] = ("ground_truth", {})
+    print(
+        f"[3/4] {len(plans)} runs of {s['steps']} steps, constant lr {s['lr']:g}, "
+        f"{s['prompts']} prompts x {k} votes",
+        flush=True,
+    )
+    runs = {}
+    for i, (name, (mode, overrides)) in enumerate(plans.items()):
+        slug = name.lower().replace(" + ", "_").replace(" ", "_")
+        c = srt_config(model_dir, data, os.path.join(srt_dir, slug), mode, s, seed)
+        with c.unlocked():
+            for key, value in overrides.items():
+                node = c
+                *parents, leaf = key.split(".")
+                for p in parents:
+                    node = node[p]
+                node[leaf] = value
+        print(f"      run {i + 1}/{len(plans)}: {name}", flush=True)
+        run = run_one(c)
+        model, tok, tag = run["model"], run["tok"], f"last (step {run['steps']})"
+        if run["best_step"]:
+            model, tok, _ = evaluation.load_policy(c.output_dir, "best")
+            tag = f"best on validation (step {run['best_step']} of {run['steps']})"
+        run["test"] = test_metrics(model, tok, test, s, os.path.join(srt_dir, "eval"), slug)
+        run["tag"] = tag
+        runs[name] = run
+
+    png = os.path.join(out, "srt_demo.png")
+    plot(runs, base, png, k, s["steps"])
+    lines = [
+        (
+            f"| run | model | test pass@1 | maj@{k} | greedy | training reward (last 3) "
+            "| true accuracy: peak -> last 3 |"
+        ),
+        "|---|---|---|---|---|---|---|",
+        f"| base | | {base['pass@1']:.3f} | {base['maj']:.3f} | {base['greedy']:.3f} | | |",
+    ]
+    result = {"base": base, "offline_label_accuracy": label_acc, "runs": {}}
+    for name, run in runs.items():
+        rows = run["rows"][-3:]
+        rew = sum(r["reward_mean"] for r in rows) / len(rows)
+        acc = sum(r["ground_truth_ratio"] for r in rows) / len(rows)
+        peak = max(_smooth(_series(run["rows"], "ground_truth_ratio")[1]))
+        t = run["test"]
+        lines.append(
+            f"| {name} | {run['tag']} | {t['pass@1']:.3f} | {t['maj']:.3f} | {t['greedy']:.3f} "
+            f"| {rew:.3f} | {peak:.3f} -> {acc:.3f} |"
+        )
+        result["runs"][name] = dict(
+            t, train_reward=rew, train_accuracy=acc, train_accuracy_peak=peak, steps=run["steps"]
+        )
+    table = "\n".join(lines)
+    print("[4/4] results (test set; gold answers used only here)\n" + table)
+    print(f"plot: {png}; runs: {srt_dir}/*; total {time.time() - t0:.0f} s")
+    result.update(table=table, seconds=time.time() - t0)
+    with open(os.path.join(out, "srt_demo_result.json"), "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
+    return result
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)  # progress bars and tables, not orbax's INFO
+    run_demo_srt(
+        FLAGS.out, FLAGS.seed, FLAGS.steps, FLAGS.lr, FLAGS.threshold, FLAGS.labels_baseline
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
