@@ -308,3 +308,12 @@ def test_early_stopping_needs_a_metric(setup, tmp_path):
     c = config(setup, tmp_path / "run", **{"train.early_stop_patience": 2, "train.eval_every": 2})
     with pytest.raises(ConfigValueError, match="train.early_stop_patience"):
         trainer_lib.Trainer(c)
+
+
+def test_bf16_sampler_head_on_fp32_model_requires_recomputed_old_logprobs(setup, tmp_path):
+    from ttrl_jax.config import ConfigValueError, validate
+
+    over = {"model.dtype": "float32", "rollout.head_dtype": "bfloat16"}
+    with pytest.raises(ConfigValueError, match="rollout.head_dtype.*old_logprobs=recompute"):
+        validate(config(setup, tmp_path / "run", **over))
+    validate(config(setup, tmp_path / "run", **over, **{"algo.old_logprobs": "recompute"}))

@@ -60,6 +60,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.rollout.top_p = 1.0
     c.rollout.top_k = 0  # 0: full vocabulary
     c.rollout.max_new_tokens = 3072  # T
+    # LM-head operand dtype of the sampler: "" = the params' dtype; "bfloat16" with fp32
+    # params samples from the bf16-head distribution (faster; needs old_logprobs=recompute)
+    c.rollout.head_dtype = ""
 
     c.reward = ml_collections.ConfigDict()
     c.reward.mode = "ttrl"  # one of rewards.modes.REWARD_MODES
@@ -150,6 +153,17 @@ def validate(c: ml_collections.ConfigDict) -> None:
     _check(0 < c.rollout.top_p <= 1, "rollout.top_p", "must be in (0, 1]")
     _check(c.rollout.top_k >= 0, "rollout.top_k", "must be >= 0")
     _check(c.rollout.max_new_tokens >= 1, "rollout.max_new_tokens", "must be >= 1")
+    _check(
+        c.rollout.head_dtype in ("", "bfloat16", "float32"),
+        "rollout.head_dtype",
+        '"" (the params\' dtype), bfloat16 or float32',
+    )
+    _check(
+        c.rollout.head_dtype in ("", c.model.dtype) or c.algo.old_logprobs == "recompute",
+        "rollout.head_dtype",
+        "differs from model.dtype, so the sampler's log-probs are not the trainer's: "
+        "set algo.old_logprobs=recompute",
+    )
     _check(c.reward.mode in REWARD_MODES, "reward.mode", f"one of {sorted(REWARD_MODES)}")
     _check(c.reward.clustering in ("semantic", "exact"), "reward.clustering", "semantic | exact")
     _check(0 <= c.reward.threshold <= 1, "reward.threshold", "must be in [0, 1]")

@@ -215,6 +215,27 @@ def _layer_params(params: Params, cfg: ModelConfig) -> list[Params]:
     return [jax.tree.map(operator.itemgetter(i), params["layers"]) for i in range(cfg.num_layers)]
 
 
+def _head(params: Params, cfg: ModelConfig, head_dtype) -> jax.Array:
+    """The ``[D, V]`` LM-head weight, cast to ``head_dtype`` (None: as stored)."""
+    w = tfm.lm_head_weight(params, cfg)
+    return w if head_dtype is None else w.astype(head_dtype)
+
+
+def head_logits(hidden: jax.Array, head: jax.Array) -> jax.Array:
+    """fp32 logits ``[..., V]`` = hidden ``[..., D]`` @ head ``[D, V]``, accumulated in fp32.
+
+    The hidden state is cast to the head's dtype. With ``head_dtype=bfloat16`` and fp32
+    params this is the usual "rollouts in bf16, training in fp32" split (vLLM in verl):
+    on this CPU it halves the head's weight traffic and doubles its matmul peak (the head
+    is about half of a decode step of the 11M-parameter benchmark model), but the sampled
+    distribution is then the bf16-head one, so the trainer must recompute the old
+    log-probs (``algo.old_logprobs=recompute``; the config enforces it).
+    """
+    return jnp.einsum(
+        "...d,dv->...v", hidden.astype(head.dtype), head, preferred_element_type=jnp.float32
+    )
+
+
 def default_cache_dtype(param_dtype) -> jnp.dtype:
     """The KV-cache dtype: the params' dtype, except float32 for bf16 on CPU, where XLA
     upcasts every bf16 dynamic-update-slice to f32 and so rewrites the whole cache each
@@ -225,7 +246,16 @@ def default_cache_dtype(param_dtype) -> jnp.dtype:
 
 
 @functools.partial(
-    jax.jit, static_argnames=("cfg", "num_samples", "max_len", "unroll", "block", "cache_dtype")
+    jax.jit,
+    static_argnames=(
+        "cfg",
+        "num_samples",
+        "max_len",
+        "unroll",
+        "block",
+        "cache_dtype",
+        "head_dtype",
+    ),
 )
 def prefill(
     params: Params,
@@ -243,6 +273,7 @@ def prefill(
     unroll: int | bool = True,
     block: int = 256,
     cache_dtype=None,
+    head_dtype=None,
 ) -> DecodeState:
     """Prefills each prompt once and draws the first token of its ``M`` samples.
 
@@ -258,6 +289,7 @@ def prefill(
       unroll: layer-scan unroll of the prefill forward.
       block: vocabulary block of the two-stage draw (see `sample_logits`).
       cache_dtype: KV-cache dtype (default `default_cache_dtype` of the params).
+      head_dtype: LM-head operand dtype, see `head_logits`.
 
     Returns:
       The initial `DecodeState` (step 1), to be passed to `decode`.
@@ -282,7 +314,8 @@ def prefill(
         for i in range(cfg.num_layers)
     ]  # [B, K, P, Dh] per layer
     prefix = {"k": to_prefix(kv["k"]), "v": to_prefix(kv["v"]), "mask": mask}
-    logits = tfm.logits_from_hidden(params, cfg, hidden[:, 0, -1])  # [B, V]
+    head = _head(params, cfg, head_dtype)  # [D, V]
+    logits = head_logits(hidden[:, 0, -1], head)  # [B, V]
     z = jnp.broadcast_to(logits[:, None], (b, m, logits.shape[-1])).reshape(b * m, -1)
     z = sharding.constrain(z, ("batch", None))
     rows = jnp.arange(b * m, dtype=jnp.uint32)
@@ -321,7 +354,9 @@ def prefill(
 
 
 @functools.partial(
-    jax.jit, static_argnames=("cfg", "unstack_layers", "block"), donate_argnames=("state",)
+    jax.jit,
+    static_argnames=("cfg", "unstack_layers", "block", "head_dtype"),
+    donate_argnames=("state",),
 )
 def decode(
     params: Params,
@@ -330,6 +365,7 @@ def decode(
     *,
     unstack_layers: bool = True,
     block: int = 256,
+    head_dtype=None,
 ) -> DecodeState:
     """Runs the decode `lax.while_loop` until every sample is done or the limit is hit.
 
@@ -340,13 +376,14 @@ def decode(
     Args:
       unstack_layers: slice the stacked layer weights once before the loop (fast on CPU,
         one extra copy of the layer weights while decoding) instead of once per step.
+      head_dtype: LM-head operand dtype, see `head_logits`.
 
     Returns:
       The final `DecodeState`; ``step - 1`` is the number of iterations run.
     """
     b, m, _ = state.tokens.shape
     rows = jnp.arange(b * m, dtype=jnp.uint32)
-    head = tfm.lm_head_weight(params, cfg)  # [D, V]
+    head = _head(params, cfg, head_dtype)  # [D, V], cast once outside the loop
     outer = _layer_params(params, cfg) if unstack_layers else None
 
     def cond(s: DecodeState):
@@ -358,9 +395,7 @@ def decode(
         pos = jnp.broadcast_to(s.prompt_len[:, None] + w, last.shape)
         layers = outer if unstack_layers else _layer_params(params, cfg)
         hidden, cache = _decode_layers(params, layers, cfg, last, pos, s.cache, w, s.prefix)
-        logits = jnp.einsum(
-            "bmd,dv->bmv", hidden, head, preferred_element_type=jnp.float32
-        ).reshape(b * m, -1)  # [B*M, V]
+        logits = head_logits(hidden, head).reshape(b * m, -1)  # [B*M, V]
         logits = sharding.constrain(logits, ("batch", None))
         tok, logp = sample_logits(logits, row_keys(s.key, rows, s.step), s.sampling, block)
         tok = jnp.where(s.done, s.pad_id, tok.reshape(b, m))  # [B, M]
@@ -401,6 +436,7 @@ def sample(
     unstack_layers: bool = True,
     block: int = 256,
     cache_dtype=None,
+    head_dtype=None,
 ) -> Rollout:
     """Draws ``M = num_samples`` completions of every prompt (prefill once, then decode).
 
@@ -420,6 +456,7 @@ def sample(
       unstack_layers: see `decode`.
       block: vocabulary block size of the exact two-stage draw.
       cache_dtype: KV-cache dtype (default: `default_cache_dtype`).
+      head_dtype: LM-head operand dtype (default: the params'); see `head_logits`.
 
     Returns:
       A `Rollout` with ``[B, M, T]`` tokens / log-probs and ``[B, M]`` lengths.
@@ -452,6 +489,14 @@ def sample(
         max_len=t,
         block=block,
         cache_dtype=cache_dtype,
+        head_dtype=head_dtype,
     )
-    state = decode(params, cfg, state, unstack_layers=unstack_layers, block=block)
+    state = decode(
+        params,
+        cfg,
+        state,
+        unstack_layers=unstack_layers,
+        block=block,
+        head_dtype=head_dtype,
+    )
     return Rollout(state.tokens, state.logprobs, state.lengths, state.step - 1)

@@ -261,6 +261,7 @@ class Trainer:
             pad_id=self.tok.pad_id,
             max_len=r.max_new_tokens,
             prompt_len=tokens.shape[1],
+            head_dtype=r.head_dtype or None,
         )
 
     def train_one_step(self) -> dict:
