@@ -1,5 +1,7 @@
 """The jitted policy update: exact accumulation, NaN skipping, fp32 master weights."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -66,7 +68,7 @@ def run(loss, batch, params=None, opt_cls=ts.Plain, lr=1e-2, sgd=False):
 @pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"])
 def test_gradient_accumulation_is_exact(agg):
     batch = rollout(1)
-    common = dict(kl_as_loss=True, use_entropy=True, agg_mode=agg, remat=False)
+    common = {"kl_as_loss": True, "use_entropy": True, "agg_mode": agg, "remat": False}
     p1, _, m1 = run(ts.LossConfig(micro_batch_size=0, **common), batch, sgd=True, lr=1.0)
     p4, _, m4 = run(ts.LossConfig(micro_batch_size=4, **common), batch, sgd=True, lr=1.0)
     np.testing.assert_allclose(m1["loss"], m4["loss"], rtol=1e-5, atol=1e-7)
@@ -128,9 +130,7 @@ def test_nonfinite_update_is_skipped():
 def test_bf16_params_with_fp32_master_weights():
     batch = rollout(4)
     params = tfm.init_params(CFG, jax.random.key(0), dtype=jnp.bfloat16)
-    new, state, metrics = run(
-        ts.LossConfig(), batch, params=params, opt_cls=ts.MasterWeights, lr=1e-4
-    )
+    new, state, _ = run(ts.LossConfig(), batch, params=params, opt_cls=ts.MasterWeights, lr=1e-4)
     assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(new))
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state.master))
     # tiny fp32 steps accumulate in the master copy even where bf16 cannot show them
@@ -164,3 +164,30 @@ def test_sharded_train_step_equals_single_device():
     np.testing.assert_allclose(m1["loss"], m8["loss"], rtol=1e-5, atol=1e-7)
     for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p8)):
         np.testing.assert_allclose(a, np.asarray(b), atol=2e-6)
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_fused_head_matches_autodiff_of_token_logprobs(tie):
+    """Values and gradients (hidden and head weights) of the hand-written VJP."""
+    cfg = CFG if tie else dataclasses.replace(CFG, tie_word_embeddings=False)
+    params = tfm.init_params(cfg, jax.random.key(1))
+    rng = np.random.RandomState(5)
+    h = jnp.asarray(rng.randn(3, 7, cfg.hidden_size).astype(np.float32))
+    y = jnp.asarray(rng.randint(0, cfg.vocab_size, (3, 7)))
+    g = jnp.asarray(rng.randn(2, 3, 7).astype(np.float32))
+    tau = jnp.float32(0.7)
+
+    def ref(p, h):
+        lp, ent = tfm.token_logprobs(p, cfg, h, y, tau, chunk=4, with_entropy=True)
+        return jnp.sum(g[0] * lp + g[1] * ent), (lp, ent)
+
+    def fused(p, h):
+        lp, ent = ts.fused_token_logprobs(p, cfg, h, y, tau, chunk=5)  # 21 tokens: padded
+        return jnp.sum(g[0] * lp + g[1] * ent), (lp, ent)
+
+    (v1, o1), g1 = jax.value_and_grad(ref, argnums=(0, 1), has_aux=True)(params, h)
+    (v2, o2), g2 = jax.value_and_grad(fused, argnums=(0, 1), has_aux=True)(params, h)
+    for a, b in zip(o1 + (v1,), o2 + (v2,)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

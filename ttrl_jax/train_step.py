@@ -31,7 +31,6 @@ from ttrl_jax import rl
 from ttrl_jax.models import transformer as tfm
 from ttrl_jax.models.config import ModelConfig
 
-
 # Models this shallow run their layers unrolled (faster on CPU, cheap to compile);
 # deeper ones scan over the stacked layers (one compiled block, fast compiles).
 UNROLL_MAX_LAYERS = 4
@@ -132,6 +131,94 @@ class Plain:
         return optax.apply_updates(params, updates), state
 
 
+# Tokens per chunk of the fused LM-head log-prob: a [chunk, V] logits block stays small
+# enough to be produced, reduced and consumed while cached (measured best at 256-1024 on
+# CPU; a whole [S*T, V] block is ~2.5x slower per FLOP).
+HEAD_CHUNK_TOKENS = 512
+
+
+def _head_chunk_fwd(x, y, w, tau):
+    """One chunk: z = x W^T / tau ``[n, V]`` (fp32) -> lp, lse, E = sum_v p_v z_v ``[n]``."""
+    z = jnp.einsum("nd,vd->nv", x, w, preferred_element_type=jnp.float32) / tau
+    m = jnp.max(z, axis=-1, keepdims=True)
+    e = jnp.exp(z - m)
+    s = jnp.sum(e, axis=-1)
+    lse = m[:, 0] + jnp.log(s)
+    mean_z = jnp.sum(e * z, axis=-1) / s
+    lp = jnp.take_along_axis(z, y[:, None], axis=-1)[:, 0] - lse
+    return lp, lse, mean_z
+
+
+@jax.custom_vjp
+def _fused_head(xs, ys, w, tau):
+    """``xs [C, n, D]``, ``ys [C, n]``, ``w [V, D]`` -> (log-probs, entropies) ``[C, n]``."""
+    lp, lse, mean_z = jax.lax.map(lambda a: _head_chunk_fwd(a[0], a[1], w, tau), (xs, ys))
+    return lp, lse - mean_z
+
+
+def _fused_head_fwd(xs, ys, w, tau):
+    lp, lse, mean_z = jax.lax.map(lambda a: _head_chunk_fwd(a[0], a[1], w, tau), (xs, ys))
+    return (lp, lse - mean_z), (xs, ys, w, tau, lse, mean_z)
+
+
+def _fused_head_bwd(res, cot):
+    """dz = g_lp (onehot(y) - p) - g_ent p (z - E);  dx = dz W / tau,  dW = dz^T x / tau."""
+    xs, ys, w, tau, lse, mean_z = res
+    g_lp, g_ent = cot  # [C, n] each
+
+    def chunk(dw, a):
+        x, y, l, mz, gl, ge = a
+        z = jnp.einsum("nd,vd->nv", x, w, preferred_element_type=jnp.float32) / tau
+        p = jnp.exp(z - l[:, None])
+        hit = jnp.arange(z.shape[-1])[None, :] == y[:, None]
+        dz = jnp.where(hit, gl[:, None], 0.0) - p * (gl[:, None] + ge[:, None] * (z - mz[:, None]))
+        dz = (dz / tau).astype(w.dtype)  # [n, V]
+        dx = jnp.einsum("nv,vd->nd", dz, w, preferred_element_type=jnp.float32)
+        dw = dw + jnp.einsum("nv,nd->vd", dz, x, preferred_element_type=jnp.float32)
+        return dw, dx.astype(x.dtype)
+
+    dw0 = jnp.zeros(w.shape, jnp.float32)
+    dw, dxs = jax.lax.scan(chunk, dw0, (xs, ys, lse, mean_z, g_lp, g_ent))
+    return dxs, None, dw.astype(w.dtype), jnp.zeros_like(tau)
+
+
+_fused_head.defvjp(_fused_head_fwd, _fused_head_bwd)
+
+
+def fused_token_logprobs(
+    params, cfg: ModelConfig, hidden: jax.Array, targets: jax.Array, temperature, chunk: int
+):
+    """Per-token log-probs and entropies through the LM head, fused, with a hand-written VJP.
+
+    For each token with hidden state h and target y (tau the temperature, W ``[V, D]``)::
+
+        z = W h / tau,  lp = z_y - logsumexp(z),  ent = logsumexp(z) - E,  E = sum_v p_v z_v
+        d lp / dz = onehot(y) - p,           d ent / dz = -p (z - E)
+
+    The S*T tokens are processed ``chunk`` at a time; the backward pass recomputes each
+    chunk's logits once and turns them straight into ``dh`` and ``dW`` (no max/sum passes,
+    no scatter of the target one-hot, no ``[S*T, V]`` block). Peak extra memory is a few
+    ``[chunk, V]`` fp32 blocks; only ``lse`` and ``E`` ``[S*T]`` are saved for backward.
+
+    Args:
+      hidden: ``[S, T, D]`` hidden states whose next token is ``targets`` ``[S, T]``.
+      chunk: tokens per chunk.
+
+    Returns:
+      logprobs, entropies ``[S, T]`` fp32.
+    """
+    s, t, d = hidden.shape
+    w = params["embed"] if cfg.tie_word_embeddings else params["lm_head"].T  # [V, D]
+    n = s * t
+    c = max(1, min(chunk, n))
+    pad = (-n) % c
+    xs = jnp.pad(hidden.reshape(n, d), ((0, pad), (0, 0))).reshape(-1, c, d)  # [C, c, D]
+    ys = jnp.pad(targets.reshape(n), (0, pad)).reshape(-1, c)  # [C, c]
+    tau = jnp.asarray(temperature, jnp.float32)
+    lp, ent = _fused_head(xs, ys, w, tau)
+    return lp.reshape(-1)[:n].reshape(s, t), ent.reshape(-1)[:n].reshape(s, t)
+
+
 def sequence_logprobs(
     params,
     cfg: ModelConfig,
@@ -151,6 +238,8 @@ def sequence_logprobs(
       attn_mask: ``[S, L]`` 1 for real tokens.
       resp_len: T, the response slots at the end of each row.
       temperature: the sampling temperature tau (logits are divided by it).
+      chunk: time steps per LM-head chunk; the fused head takes
+        ``min(chunk * S, HEAD_CHUNK_TOKENS)`` tokens at a time (never more memory).
 
     Returns:
       logprobs ``[S, T]`` (and entropies ``[S, T]``).
@@ -168,9 +257,9 @@ def sequence_logprobs(
     )
     h = hidden[:, 0, length - resp_len - 1 : length - 1]  # [S, T, D]
     targets = tokens[:, length - resp_len :]  # [S, T]
-    return tfm.token_logprobs(
-        params, cfg, h, targets, temperature, chunk=chunk, with_entropy=with_entropy
-    )
+    chunk_tokens = min(chunk * tokens.shape[0], HEAD_CHUNK_TOKENS)
+    lp, ent = fused_token_logprobs(params, cfg, h, targets, temperature, chunk_tokens)
+    return (lp, ent) if with_entropy else lp
 
 
 def _split(x: jax.Array, n_mb: int, n_micro: int) -> jax.Array:
