@@ -1,12 +1,15 @@
 # make test  -- create/reuse .venv, install the pinned set, run the test suite
 # make demo  -- run the built-in TTRL demo on the CPU
+# make demo-srt -- SRT's reward hacking on the same task, and two mitigations
+# make bench -- run every benchmark (benchmarks/run_all.py; outputs in benchmarks/results/)
+# make bench-smoke -- every benchmark on a tiny config (CI: checks only that they run)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: test demo install clean-venv
+.PHONY: test demo demo-srt install bench bench-smoke clean-venv
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +25,15 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m experiments.demo
+
+demo-srt: $(STAMP)
+	$(PY) -m experiments.demo_srt
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.run_all
+
+bench-smoke: $(STAMP)
+	$(PY) -m benchmarks.run_all --smoke
 
 clean-venv:
 	rm -rf $(VENV)

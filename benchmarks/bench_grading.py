@@ -27,7 +27,9 @@ import re
 import sys
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+import common
 
 from ttrl_jax.rewards import answers, grading, voting
 
@@ -98,10 +100,11 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=0.8)
     parser.add_argument("--quick", "--smoke", action="store_true", help="fewer problems")
     args = parser.parse_args()
+    common.banner("bench_grading: answers/s and worst-case latency of the grading pool")
     rng = random.Random(0)
     golds = [row["answer"] for row in json.loads((DATA / "MATH-TTT/test.json").read_text())]
     if args.quick:
-        golds = golds[:100]
+        golds = golds[:25]
     rows: list[tuple[str, str, str]] = []
     for g in golds:
         eq, wrong = equivalent_forms(g), wrong_forms(g)
@@ -190,12 +193,11 @@ def main() -> None:
         )
         results.append(("  hard kills", "", f"{hp.stats['timeouts']}, pool still grading: {still}"))
 
-    width = [max(len(r[i]) for r in results) for i in range(3)]
     print(
-        f"grading benchmark: {os.cpu_count()} CPUs, {args.workers} workers, deadline {args.timeout} s"
+        f"\ngrading: {os.cpu_count()} CPUs, {args.workers} workers, deadline {args.timeout} s, "
+        f"load average {os.getloadavg()[0]:.2f}"
     )
-    for r in results:
-        print("  ".join(c.ljust(w) for c, w in zip(r, width)))
+    common.table(["measurement", "size", "result"], results)
 
 
 if __name__ == "__main__":

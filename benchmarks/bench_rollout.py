@@ -19,49 +19,16 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np
 
 
-def write_checkpoint(path, vocab, hidden, layers, heads, kv_heads, inter, dtype):
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    torch.manual_seed(0)
-    cfg = Qwen2Config(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        intermediate_size=inter,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
-        tie_word_embeddings=True,
-        eos_token_id=1,
-        pad_token_id=0,
-        bos_token_id=None,
-        max_position_embeddings=1024,
-    )
-    Qwen2ForCausalLM(cfg).to(getattr(torch, dtype)).save_pretrained(path)
+from common import SMOKE_QWEN2, TINY_QWEN2, banner, table, timed, write_qwen2  # noqa: E402
 
 
-def timed(fn, repeats):
-    """Best wall time of ``repeats`` calls after one warm-up (compile) call.
-
-    The minimum, not the median: on a shared machine other processes only ever add time.
-    """
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.min(times))
-
-
-def run_ours(path, prompts, mask, m, new_tokens, dtype, repeats):
+def run_ours(path, prompts, mask, m, new_tokens, dtype, repeats, head_dtype=None):
     import jax
 
     from ttrl_jax import models, sampling
@@ -82,6 +49,7 @@ def run_ours(path, prompts, mask, m, new_tokens, dtype, repeats):
             max_new_tokens=new_tokens,
             sampling=sp,
             eos_ids=(),
+            head_dtype=head_dtype,
         )
         jax.block_until_ready(out)
         assert int(out.lengths.min()) == new_tokens
@@ -201,39 +169,37 @@ def main(argv=None):
     ap.add_argument("--curve", default="1,8,32,64", help="votes-per-prompt values, '' to skip")
     args = ap.parse_args(argv)
     if args.smoke:
-        dims = {"vocab": 512, "hidden": 64, "layers": 2, "heads": 4, "kv_heads": 2, "inter": 128}
-        b, m, p, new, repeats, curve = 2, 4, 8, 16, 1, [1, 4]
+        dims = dict(SMOKE_QWEN2)
+        b, m, p, new, repeats, curve = 2, 4, 8, 16, 1, []  # CI: only check that it runs
     else:
-        dims = {"vocab": 32000, "hidden": 256, "layers": 4, "heads": 4, "kv_heads": 2, "inter": 704}
+        dims = dict(TINY_QWEN2)
         b, m, p, new, repeats = 8, 8, 32, 128, args.repeats
         curve = [int(x) for x in args.curve.split(",") if x]
 
-    import jax
-    import torch
-
-    print(
-        f"jax {jax.__version__} on {jax.devices()}, torch {torch.__version__}, "
-        f"{os.cpu_count()} CPUs, dtype {args.dtype}, load average {os.getloadavg()[0]:.2f} "
-        f"(best of {repeats} timed runs each)"
-    )
+    banner(f"rollout: ttrl_jax.sampling vs transformers.generate ({args.dtype})")
     with tempfile.TemporaryDirectory() as tmp:
-        write_checkpoint(tmp, dtype=args.dtype, **dims)
+        write_qwen2(tmp, dtype=args.dtype, **dims)
         rng = np.random.RandomState(0)
         prompts = rng.randint(2, dims["vocab"], (b, p)).astype(np.int32)
         mask = np.ones((b, p), np.int32)
         n_tok = b * m * new
         print(
             f"model {dims}; {b} prompts x {m} samples, prompt {p}, {new} new tokens, "
-            f"temperature 1.0, full vocabulary, EOS disabled"
+            f"temperature 1.0, full vocabulary, EOS disabled; best of {repeats} timed runs"
         )
+        rows = []
         ours = run_ours(tmp, prompts, mask, m, new, args.dtype, repeats)
-        print(
-            f"ttrl_jax.sampling      {n_tok / ours:10.0f} new tokens/s  ({ours:.3f} s)", flush=True
-        )
+        rows.append([f"ttrl_jax.sampling ({args.dtype})", ours, n_tok / ours, ""])
+        if args.dtype == "float32":
+            mixed = run_ours(tmp, prompts, mask, m, new, args.dtype, repeats, "bfloat16")
+            rows.append(["ttrl_jax.sampling, bf16 LM head", mixed, n_tok / mixed, ""])
         if not args.no_hf:
             hf = run_hf(tmp, prompts, mask, m, new, args.dtype, max(1, repeats // 2))
-            print(f"transformers.generate  {n_tok / hf:10.0f} new tokens/s  ({hf:.3f} s)")
-            print(f"ratio (ours / transformers): {hf / ours:.1f}x", flush=True)
+            rows.append([f"transformers.generate ({args.dtype})", hf, n_tok / hf, ""])
+            for r in rows[:-1]:
+                r[3] = f"{hf / r[1]:.1f}x"
+        table(["implementation", "seconds", "new tokens/s", "speed-up vs transformers"], rows)
+        curve_rows = []
         for mm in curve:
             tt = run_ours(
                 tmp,
@@ -244,14 +210,15 @@ def main(argv=None):
                 args.dtype,
                 max(1, repeats // 2) if mm >= 32 else repeats,
             )
-            print(
-                f"  M={mm:3d} votes/prompt ({b * mm:4d} rows): {b * mm * new / tt:10.0f} tokens/s",
-                flush=True,
-            )
-        print(f"profile of one decode step ({b}x{m} rows, cache T={new}):")
-        for name, sec in profile_step(tmp, b, m, p, new, args.dtype).items():
-            print(f"  {name:45s} {1e3 * sec:7.2f} ms")
-        print(f"  {'whole rollout / (new tokens - 1)':45s} {1e3 * ours / (new - 1):7.2f} ms")
+            curve_rows.append([mm, b * mm, tt, b * mm * new / tt])
+        if curve_rows:
+            print("votes per prompt (one prefill per prompt, shared by its M samples):")
+            table(["M", "rows", "seconds", "new tokens/s"], curve_rows)
+        if not args.smoke:
+            prof = profile_step(tmp, b, m, p, new, args.dtype)
+            prof["whole rollout / (new tokens - 1)"] = ours / (new - 1)
+            print(f"profile of one decode step ({b}x{m} rows, cache T={new}):")
+            table(["part", "ms"], [[k, 1e3 * v] for k, v in prof.items()])
         print(f"load average at the end: {os.getloadavg()[0]:.2f}")
 
 
