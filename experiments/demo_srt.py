@@ -102,7 +102,7 @@ def write_jsonl(path: str, records: list[dict]) -> str:
     return path
 
 
-def test_metrics(model, tok, records, s: dict, out_dir: str, name: str) -> dict:
+def score_on_test(model, tok, records, s: dict, out_dir: str, name: str) -> dict:
     """Test-set pass@1 (mean@k at T = 1), maj@k and greedy accuracy of a policy."""
     from ttrl_jax import evaluation
 
@@ -230,7 +230,7 @@ def run_demo_srt(
     val_file = write_jsonl(os.path.join(srt_dir, "validation_set.jsonl"), val)
 
     print(f"[2/4] base model on {len(test)} test problems; offline labels from its votes")
-    base = test_metrics(
+    base = score_on_test(
         load_hf(model_dir, dtype="float32"),
         load_tokenizer(model_dir),
         test,
@@ -293,7 +293,7 @@ def run_demo_srt(
         if run["best_step"]:
             model, tok, _ = evaluation.load_policy(c.output_dir, "best")
             tag = f"best on validation (step {run['best_step']} of {run['steps']})"
-        run["test"] = test_metrics(model, tok, test, s, os.path.join(srt_dir, "eval"), slug)
+        run["test"] = score_on_test(model, tok, test, s, os.path.join(srt_dir, "eval"), slug)
         run["tag"] = tag
         runs[name] = run
 

@@ -93,8 +93,9 @@ def test_greedy_matches_transformers_generate(qwen, prompts):
     assert (ours.lengths == T).all() and int(ours.decode_steps) == T - 1
 
 
-def _model_logprobs(model, tokens, mask, out, temperature):
-    """The trainer's recomputation: one full forward over prompt + completion."""
+def _completion_hidden(model, tokens, mask, out):
+    """One full forward over prompt + completion: the hidden states that predict each
+    completion token ``[B*M, T, D]``, the completion tokens and their live mask."""
     params, cfg = model.params(), model.config
     p = tokens.shape[1]
     comp = out.tokens.reshape(B * M, T)
@@ -109,8 +110,14 @@ def _model_logprobs(model, tokens, mask, out, temperature):
         pos[:, None],
         key_mask=jnp.asarray(seq_mask)[:, None],
     )
+    return hidden[:, 0, p - 1 : -1], comp, comp_mask
+
+
+def _model_logprobs(model, tokens, mask, out, temperature):
+    """The trainer's recomputation: one full forward over prompt + completion."""
+    h, comp, comp_mask = _completion_hidden(model, tokens, mask, out)
     lp = tfm.token_logprobs(
-        params, cfg, hidden[:, 0, p - 1 : -1], jnp.asarray(comp), temperature=temperature
+        model.params(), model.config, h, jnp.asarray(comp), temperature=temperature
     )
     return np.where(comp_mask, np.asarray(lp), 0.0).reshape(B, M, T)
 
@@ -321,25 +328,12 @@ def test_bf16_head_on_fp32_model_samples_the_bf16_head_distribution(qwen, prompt
     params, cfg = model.params(), model.config
     tokens, mask = prompts
     out = run(model, tokens, mask, eos_ids=(3,), head_dtype=jnp.bfloat16)
-    p = tokens.shape[1]
-    comp = out.tokens.reshape(B * M, T)
-    live = np.arange(T)[None] < out.lengths.reshape(B * M, 1)
-    seq = np.concatenate([np.repeat(tokens, M, 0), comp], 1)
-    seq_mask = np.concatenate([np.repeat(mask, M, 0), live], 1).astype(bool)
-    pos = tfm.positions_from_mask(jnp.asarray(seq_mask))
-    hidden, _ = tfm.forward(
-        params,
-        cfg,
-        jnp.asarray(seq)[:, None],
-        pos[:, None],
-        key_mask=jnp.asarray(seq_mask)[:, None],
-    )
+    h, comp, live = _completion_hidden(model, tokens, mask, out)
     head = tfm.lm_head_weight(params, cfg).astype(jnp.bfloat16)
-    z = sampling.head_logits(hidden[:, 0, p - 1 : -1], head)  # [B*M, T, V]
+    z = sampling.head_logits(h, head)  # [B*M, T, V]
     lp = jnp.take_along_axis(jax.nn.log_softmax(z, -1), jnp.asarray(comp)[..., None], -1)[..., 0]
     ref = np.where(live, np.asarray(lp), 0.0).reshape(B, M, T)
     np.testing.assert_allclose(out.logprobs, ref, atol=2e-3, rtol=0)
     exact = _model_logprobs(model, tokens, mask, out, 1.0)
     gap = np.abs(out.logprobs - exact)
     assert 0 < gap.max() < 0.1  # the option changes the distribution, by rounding only
-
