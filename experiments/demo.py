@@ -44,6 +44,14 @@ SETTINGS = {
 }
 
 
+def write_jsonl(path: str, records: list[dict]) -> str:
+    """Writes the records' problem / answer / id as JSONL (answers for reporting only)."""
+    with open(path, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps({k: r[k] for k in ("problem", "answer", "id")}) + "\n")
+    return path
+
+
 def rl_config(model_dir: str, data: str, out: str, mode: str, s: dict, seed: int):
     """The TTRL (or ground-truth) run config for the demo's tiny model."""
     from ttrl_jax.config import default_config
@@ -209,12 +217,7 @@ def run_demo(
     info = pretrain_tiny.load_or_build(model_dir, preset, seed=seed, log_every=0)
     print(f"      {info['num_params']:,} params, pretrained in {info['wall_seconds']} s")
     records = synthetic.make_test_set(s["num_test"], info["test_seed"], info["preset_obj"].task)
-    data = os.path.join(out, "test_set.jsonl")
-    with open(data, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(
-                json.dumps({"problem": r["problem"], "answer": r["answer"], "id": r["id"]}) + "\n"
-            )
+    data = write_jsonl(os.path.join(out, "test_set.jsonl"), records)
     print(f"[2/5] evaluating the base model on {len(records)} test problems", flush=True)
     base = base_metrics(model_dir, records, s, os.path.join(out, "eval"))
     print("      " + ", ".join(f"{a} {b:.3f}" for a, b in base.items()))

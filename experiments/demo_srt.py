@@ -95,13 +95,6 @@ def validation_set(test: list[dict], num: int, seed: int, spec) -> list[dict]:
     return val
 
 
-def write_jsonl(path: str, records: list[dict]) -> str:
-    with open(path, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps({k: r[k] for k in ("problem", "answer", "id")}) + "\n")
-    return path
-
-
 def score_on_test(model, tok, records, s: dict, out_dir: str, name: str) -> dict:
     """Test-set pass@1 (mean@k at T = 1), maj@k and greedy accuracy of a policy."""
     from ttrl_jax import evaluation
@@ -207,7 +200,7 @@ def run_demo_srt(
     settings: dict | None = None,
 ) -> dict:
     """The whole SRT demo; returns the numbers it printed."""
-    from experiments import pretrain_tiny
+    from experiments import demo, pretrain_tiny
     from ttrl_jax import evaluation
     from ttrl_jax.data import synthetic
     from ttrl_jax.models import load_hf
@@ -226,8 +219,8 @@ def run_demo_srt(
     val = validation_set(test, s["num_val"], info["test_seed"] + 7919, spec)
     srt_dir = os.path.join(out, "srt")
     os.makedirs(srt_dir, exist_ok=True)
-    data = write_jsonl(os.path.join(srt_dir, "test_set.jsonl"), test)
-    val_file = write_jsonl(os.path.join(srt_dir, "validation_set.jsonl"), val)
+    data = demo.write_jsonl(os.path.join(srt_dir, "test_set.jsonl"), test)
+    val_file = demo.write_jsonl(os.path.join(srt_dir, "validation_set.jsonl"), val)
 
     print(f"[2/4] base model on {len(test)} test problems; offline labels from its votes")
     base = score_on_test(
@@ -280,13 +273,7 @@ def run_demo_srt(
     for i, (name, (mode, overrides)) in enumerate(plans.items()):
         slug = name.lower().replace(" + ", "_").replace(" ", "_")
         c = srt_config(model_dir, data, os.path.join(srt_dir, slug), mode, s, seed)
-        with c.unlocked():
-            for key, value in overrides.items():
-                node = c
-                *parents, leaf = key.split(".")
-                for p in parents:
-                    node = node[p]
-                node[leaf] = value
+        c.update_from_flattened_dict(overrides)  # locked: a misspelt key is an error
         print(f"      run {i + 1}/{len(plans)}: {name}", flush=True)
         run = run_one(c)
         model, tok, tag = run["model"], run["tok"], f"last (step {run['steps']})"
