@@ -68,18 +68,6 @@ def model_flops(cfg, n_body: int, n_emb: int, s: int, p: int, t: int) -> float:
     return 6.0 * n_body * s * length + 6.0 * n_emb * s * t + attn
 
 
-def matmul_peak(dtype: str, n: int, repeats: int) -> float:
-    """GFLOP/s of an n^3 matmul (bf16 inputs accumulate in fp32)."""
-    import jax
-    import jax.numpy as jnp
-
-    dt = jnp.dtype(dtype)
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32).astype(dt)
-    f = jax.jit(lambda x: jnp.matmul(x, x, preferred_element_type=jnp.float32))
-    t = common.timed(lambda: f(a).block_until_ready(), repeats)
-    return 2 * n**3 / t / 1e9
-
-
 def batch(cfg, s: int, p: int, t: int, seed: int = 0) -> dict:
     """A synthetic RL mini-batch: ``tokens [S, P+T]``, masks, log-probs, advantages."""
     import numpy as np
@@ -170,7 +158,7 @@ def main(argv=None) -> None:
     )
     peaks = {}
     for dt in a.dtypes.split(","):
-        peaks[dt] = matmul_peak(dt, n_mm, 3)
+        peaks[dt] = common.matmul_peak(dt, n_mm, 3)
     common.table(
         ["matmul peak", "GFLOP/s", "load"],
         [[f"{n_mm}^3 {dt}", g, f"{os.getloadavg()[0]:.2f}"] for dt, g in peaks.items()],

@@ -158,3 +158,15 @@ def write_tokenizer(path: str, vocab: int) -> int:
     )
     fast.save_pretrained(path)
     return len(fast)
+
+
+def matmul_peak(dtype: str, n: int, repeats: int) -> float:
+    """GFLOP/s of an n^3 matmul (bf16 inputs accumulate in fp32)."""
+    import jax
+    import jax.numpy as jnp
+
+    dt = jnp.dtype(dtype)
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32).astype(dt)
+    f = jax.jit(lambda x: jnp.matmul(x, x, preferred_element_type=jnp.float32))
+    t = timed(lambda: f(a).block_until_ready(), repeats)
+    return 2 * n**3 / t / 1e9

@@ -142,7 +142,10 @@ PRESETS = {
         num_kv_heads=2,
         steps=500,
         batch_size=16,
-        learning_rate=3e-3,
+        # 3e-3 sat on an edge: whether the loss fell from ~0.25 to ~0.07 (learning the
+        # carries) within 500 steps flipped with the seed or a last-bit change in the
+        # gradients; 2e-3 got there for each of seeds 0-5 (final loss 0.066-0.074).
+        learning_rate=2e-3,
         warmup_steps=30,
     ),
 }

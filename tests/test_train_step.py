@@ -191,3 +191,78 @@ def test_fused_head_matches_autodiff_of_token_logprobs(tie):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_fused_head_bf16_operands():
+    """head_dtype=bfloat16: the log-probs are exactly those of bf16-rounded hidden states
+    and head weights (fp32 accumulation); gradients match autodiff of that to bf16
+    precision and the weight gradient stays fp32."""
+    params = tfm.init_params(CFG, jax.random.key(1))
+    rng = np.random.RandomState(6)
+    h = jnp.asarray(rng.randn(3, 7, CFG.hidden_size).astype(np.float32))
+    y = jnp.asarray(rng.randint(0, CFG.vocab_size, (3, 7)))
+    g = jnp.asarray(rng.randn(2, 3, 7).astype(np.float32))
+    tau = jnp.float32(0.7)
+    bf = lambda x: x.astype(jnp.bfloat16).astype(jnp.float32)
+
+    def ref(p, h):
+        p = {**p, "embed": bf(p["embed"])}
+        lp, ent = tfm.token_logprobs(p, CFG, bf(h), y, tau, chunk=4, with_entropy=True)
+        return jnp.sum(g[0] * lp + g[1] * ent), (lp, ent)
+
+    def fused(p, h, dtype):
+        lp, ent = ts.fused_token_logprobs(p, CFG, h, y, tau, chunk=5, head_dtype=dtype)
+        return jnp.sum(g[0] * lp + g[1] * ent), (lp, ent)
+
+    (v1, o1), g1 = jax.value_and_grad(ref, argnums=(0, 1), has_aux=True)(params, h)
+    (v2, o2), g2 = jax.value_and_grad(fused, argnums=(0, 1), has_aux=True)(params, h, "bfloat16")
+    (_, o3), _ = jax.value_and_grad(fused, argnums=(0, 1), has_aux=True)(params, h, "")
+    for a, b in zip(o1 + (v1,), o2 + (v2,)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert float(jnp.max(jnp.abs(o2[0] - o3[0]))) > 1e-5  # the bf16 head really is used
+    assert g2[0]["embed"].dtype == jnp.float32
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+        np.testing.assert_allclose(a, b, rtol=3e-2, atol=3e-3 * float(jnp.max(jnp.abs(a))))
+
+
+def _plain_swiglu(n, w_gate, w_up, w_down):
+    return jnp.dot(jax.nn.silu(jnp.dot(n, w_gate)) * jnp.dot(n, w_up), w_down)
+
+
+@pytest.mark.parametrize("dtype,tol", [(jnp.float32, 1e-5), (jnp.bfloat16, 3e-2)])
+def test_swiglu_vjp_matches_autodiff(dtype, tol):
+    rng = np.random.RandomState(7)
+    n, wg, wu, wd, dy = (
+        jnp.asarray(rng.randn(*shape), dtype)
+        for shape in [(37, 16), (16, 24), (16, 24), (24, 16), (37, 16)]
+    )
+    y1, vjp1 = jax.vjp(tfm.swiglu, n, wg, wu, wd)
+    y2, vjp2 = jax.vjp(_plain_swiglu, n, wg, wu, wd)
+    np.testing.assert_allclose(np.float32(y1), np.float32(y2), rtol=tol, atol=tol)
+    for a, b in zip(vjp1(dy), vjp2(dy)):
+        assert a.dtype == b.dtype
+        scale = float(jnp.max(jnp.abs(b.astype(jnp.float32))))
+        np.testing.assert_allclose(np.float32(a), np.float32(b), rtol=tol, atol=tol * scale)
+
+
+@pytest.mark.parametrize("remat", [False, True])
+def test_model_gradients_with_swiglu_vjp_match_autodiff(remat, monkeypatch):
+    """The whole model's gradient (left padding, scan or unrolled layers, remat) is
+    unchanged when the MLP's hand-written VJP is replaced by autodiff."""
+    cfg = dataclasses.replace(CFG, num_layers=5)  # > UNROLL_MAX_LAYERS: scanned
+    for c in (CFG, cfg):
+        params = tfm.init_params(c, jax.random.key(3), std=0.2)
+        tokens = jax.random.randint(jax.random.key(4), (4, 12), 0, c.vocab_size)
+        mask = (jnp.arange(12)[None] >= jnp.array([0, 2, 5, 1])[:, None]).astype(jnp.int32)
+        w = jnp.linspace(-1.0, 2.0, 8)
+
+        def loss(p):
+            lp = ts.sequence_logprobs(p, c, tokens, mask, 8, 0.7, remat=remat)
+            return jnp.sum(lp * w)
+
+        g1 = jax.grad(loss)(params)
+        with monkeypatch.context() as m:
+            m.setattr(tfm, "swiglu", _plain_swiglu)
+            g2 = jax.grad(loss)(params)
+        for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(b))))

@@ -317,3 +317,30 @@ def test_bf16_sampler_head_on_fp32_model_requires_recomputed_old_logprobs(setup,
     with pytest.raises(ConfigValueError, match="rollout.head_dtype.*old_logprobs=recompute"):
         validate(config(setup, tmp_path / "run", **over))
     validate(config(setup, tmp_path / "run", **over, **{"algo.old_logprobs": "recompute"}))
+    # a bf16 head in the trainer too: the sampler's log-probs are the trainer's again
+    validate(config(setup, tmp_path / "run", **over, **{"model.head_dtype": "bfloat16"}))
+    with pytest.raises(ConfigValueError, match="model.head_dtype"):
+        validate(config(setup, tmp_path / "run", **{"model.head_dtype": "float16"}))
+
+
+def test_bf16_head_in_sampler_and_trainer_agree(setup, tmp_path):
+    """model.head_dtype=bfloat16 puts the same bf16-operand head in the sampler and the
+    update: the sampler's log-probs then match the trainer's recomputation far more
+    closely than with a bf16 head in the sampler only."""
+    gaps = {}
+    for name, over in {
+        "both": {"model.head_dtype": "bfloat16"},
+        "sampler only": {"rollout.head_dtype": "bfloat16"},
+    }.items():
+        c = config(
+            setup,
+            tmp_path / name,
+            **over,
+            **{"model.dtype": "float32", "algo.old_logprobs": "recompute", "mesh.data": 1},
+        )
+        tr = trainer_lib.Trainer(c)
+        m = tr.train_one_step()
+        tr.close()
+        assert np.isfinite(m["actor/loss"])
+        gaps[name] = m["logprob_gap/sampler_vs_trainer"]
+    assert gaps["both"] < 1e-4 and gaps["both"] < gaps["sampler only"] / 10, gaps

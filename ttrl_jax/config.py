@@ -32,6 +32,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.dtype = "bfloat16"  # parameter dtype: bfloat16 | float32
     c.model.fp32_master_weights = True  # with bf16 params: fp32 optimizer state + master copy
     c.model.remat = True  # rematerialise blocks in the backward pass
+    # LM-head matmul operands in the update, the log-prob recomputations and (unless
+    # rollout.head_dtype says otherwise) the sampler: "" = the params' dtype; "bfloat16"
+    # with fp32 params = bf16 operands, fp32 accumulation, softmax and weight gradient
+    c.model.head_dtype = ""
     c.model.system_prompt = ""  # e.g. Qwen2.5-Math's "Please reason step by step, ..."
 
     c.mesh = ml_collections.ConfigDict()
@@ -60,8 +64,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.rollout.top_p = 1.0
     c.rollout.top_k = 0  # 0: full vocabulary
     c.rollout.max_new_tokens = 3072  # T
-    # LM-head operand dtype of the sampler: "" = the params' dtype; "bfloat16" with fp32
-    # params samples from the bf16-head distribution (faster; needs old_logprobs=recompute)
+    # LM-head operand dtype of the sampler: "" = model.head_dtype; one that differs from
+    # the trainer's head (e.g. bfloat16 while training an fp32 head) samples from another
+    # distribution than the trainer's, so it needs algo.old_logprobs=recompute
     c.rollout.head_dtype = ""
 
     c.reward = ml_collections.ConfigDict()
@@ -153,16 +158,18 @@ def validate(c: ml_collections.ConfigDict) -> None:
     _check(0 < c.rollout.top_p <= 1, "rollout.top_p", "must be in (0, 1]")
     _check(c.rollout.top_k >= 0, "rollout.top_k", "must be >= 0")
     _check(c.rollout.max_new_tokens >= 1, "rollout.max_new_tokens", "must be >= 1")
+    for section in ("model", "rollout"):
+        _check(
+            c[section].head_dtype in ("", "bfloat16", "float32"),
+            f"{section}.head_dtype",
+            '"" (the default), bfloat16 or float32',
+        )
+    train_head = c.model.head_dtype or c.model.dtype
     _check(
-        c.rollout.head_dtype in ("", "bfloat16", "float32"),
+        (c.rollout.head_dtype or train_head) == train_head or c.algo.old_logprobs == "recompute",
         "rollout.head_dtype",
-        '"" (the params\' dtype), bfloat16 or float32',
-    )
-    _check(
-        c.rollout.head_dtype in ("", c.model.dtype) or c.algo.old_logprobs == "recompute",
-        "rollout.head_dtype",
-        "differs from model.dtype, so the sampler's log-probs are not the trainer's: "
-        "set algo.old_logprobs=recompute",
+        f"differs from the trainer's LM-head dtype ({train_head}), so the sampler's "
+        "log-probs are not the trainer's: set algo.old_logprobs=recompute",
     )
     _check(c.reward.mode in REWARD_MODES, "reward.mode", f"one of {sorted(REWARD_MODES)}")
     _check(c.reward.clustering in ("semantic", "exact"), "reward.clustering", "semantic | exact")

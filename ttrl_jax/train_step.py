@@ -51,6 +51,7 @@ class LossConfig:
     micro_batch_size: int = 0  # 0: the whole mini-batch at once
     logprob_chunk: int = 128
     remat: bool = True
+    head_dtype: str = ""  # LM-head matmul operands: "" (the params' dtype) | bfloat16 | float32
 
 
 def make_schedule(
@@ -137,9 +138,15 @@ class Plain:
 HEAD_CHUNK_TOKENS = 512
 
 
-def _head_chunk_fwd(x, y, w, tau):
+def _head_logits(x, w, tau, dtype):
+    """z = x W^T / tau ``[n, V]`` in fp32, from ``dtype`` operands (fp32 accumulation)."""
+    z = jnp.einsum("nd,vd->nv", x.astype(dtype), w, preferred_element_type=jnp.float32)
+    return z / tau
+
+
+def _head_chunk_fwd(x, y, w, tau, dtype):
     """One chunk: z = x W^T / tau ``[n, V]`` (fp32) -> lp, lse, E = sum_v p_v z_v ``[n]``."""
-    z = jnp.einsum("nd,vd->nv", x, w, preferred_element_type=jnp.float32) / tau
+    z = _head_logits(x, w, tau, dtype)
     m = jnp.max(z, axis=-1, keepdims=True)
     e = jnp.exp(z - m)
     s = jnp.sum(e, axis=-1)
@@ -149,35 +156,37 @@ def _head_chunk_fwd(x, y, w, tau):
     return lp, lse, mean_z
 
 
-@jax.custom_vjp
-def _fused_head(xs, ys, w, tau):
-    """``xs [C, n, D]``, ``ys [C, n]``, ``w [V, D]`` -> (log-probs, entropies) ``[C, n]``."""
-    lp, lse, mean_z = jax.lax.map(lambda a: _head_chunk_fwd(a[0], a[1], w, tau), (xs, ys))
-    return lp, lse - mean_z
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _fused_head(xs, ys, w, tau, dtype):
+    """``xs [C, n, D]``, ``ys [C, n]``, ``w [V, D]`` -> (log-probs, entropies) ``[C, n]``;
+    the head's matmuls take ``dtype`` operands."""
+    return _fused_head_fwd(xs, ys, w, tau, dtype)[0]
 
 
-def _fused_head_fwd(xs, ys, w, tau):
-    lp, lse, mean_z = jax.lax.map(lambda a: _head_chunk_fwd(a[0], a[1], w, tau), (xs, ys))
+def _fused_head_fwd(xs, ys, w, tau, dtype):
+    wc = w.astype(dtype)
+    lp, lse, mean_z = jax.lax.map(lambda a: _head_chunk_fwd(a[0], a[1], wc, tau, dtype), (xs, ys))
     return (lp, lse - mean_z), (xs, ys, w, tau, lse, mean_z)
 
 
-def _fused_head_bwd(res, cot):
+def _fused_head_bwd(dtype, res, cot):
     """dz = g_lp (onehot(y) - p) - g_ent p (z - E);  dx = dz W / tau,  dW = dz^T x / tau."""
     xs, ys, w, tau, lse, mean_z = res
     g_lp, g_ent = cot  # [C, n] each
+    wc = w.astype(dtype)
 
     def chunk(dw, a):
         x, y, l, mz, gl, ge = a
-        z = jnp.einsum("nd,vd->nv", x, w, preferred_element_type=jnp.float32) / tau
+        z = _head_logits(x, wc, tau, dtype)
         p = jnp.exp(z - l[:, None])
         hit = jnp.arange(z.shape[-1])[None, :] == y[:, None]
         dz = jnp.where(hit, gl[:, None], 0.0) - p * (gl[:, None] + ge[:, None] * (z - mz[:, None]))
-        dz = (dz / tau).astype(w.dtype)  # [n, V]
-        dx = jnp.einsum("nv,vd->nd", dz, w, preferred_element_type=jnp.float32)
-        dw = dw + jnp.einsum("nv,nd->vd", dz, x, preferred_element_type=jnp.float32)
+        dz = (dz / tau).astype(dtype)  # [n, V]
+        dx = jnp.einsum("nv,vd->nd", dz, wc, preferred_element_type=jnp.float32)
+        dw = dw + jnp.einsum("nv,nd->vd", dz, x.astype(dtype), preferred_element_type=jnp.float32)
         return dw, dx.astype(x.dtype)
 
-    dw0 = jnp.zeros(w.shape, jnp.float32)
+    dw0 = jnp.zeros(w.shape, jnp.float32)  # accumulated in fp32, returned in w's dtype
     dw, dxs = jax.lax.scan(chunk, dw0, (xs, ys, lse, mean_z, g_lp, g_ent))
     return dxs, None, dw.astype(w.dtype), jnp.zeros_like(tau)
 
@@ -186,7 +195,13 @@ _fused_head.defvjp(_fused_head_fwd, _fused_head_bwd)
 
 
 def fused_token_logprobs(
-    params, cfg: ModelConfig, hidden: jax.Array, targets: jax.Array, temperature, chunk: int
+    params,
+    cfg: ModelConfig,
+    hidden: jax.Array,
+    targets: jax.Array,
+    temperature,
+    chunk: int,
+    head_dtype: str = "",
 ):
     """Per-token log-probs and entropies through the LM head, fused, with a hand-written VJP.
 
@@ -203,6 +218,9 @@ def fused_token_logprobs(
     Args:
       hidden: ``[S, T, D]`` hidden states whose next token is ``targets`` ``[S, T]``.
       chunk: tokens per chunk.
+      head_dtype: dtype of the head's matmul operands ("" : the weight's own). bfloat16
+        with fp32 params is the mixed-precision head: bf16 operands, fp32 accumulation and
+        softmax, dW accumulated and returned in fp32 (the sampler's ``head_dtype`` twin).
 
     Returns:
       logprobs, entropies ``[S, T]`` fp32.
@@ -215,7 +233,7 @@ def fused_token_logprobs(
     xs = jnp.pad(hidden.reshape(n, d), ((0, pad), (0, 0))).reshape(-1, c, d)  # [C, c, D]
     ys = jnp.pad(targets.reshape(n), (0, pad)).reshape(-1, c)  # [C, c]
     tau = jnp.asarray(temperature, jnp.float32)
-    lp, ent = _fused_head(xs, ys, w, tau)
+    lp, ent = _fused_head(xs, ys, w, tau, jnp.dtype(head_dtype or w.dtype))
     return lp.reshape(-1)[:n].reshape(s, t), ent.reshape(-1)[:n].reshape(s, t)
 
 
@@ -230,6 +248,7 @@ def sequence_logprobs(
     chunk: int = 128,
     with_entropy: bool = False,
     remat: bool = False,
+    head_dtype: str = "",
 ):
     """Log-probs (and entropies) of the last ``resp_len`` tokens of each sequence.
 
@@ -240,6 +259,7 @@ def sequence_logprobs(
       temperature: the sampling temperature tau (logits are divided by it).
       chunk: time steps per LM-head chunk; the fused head takes
         ``min(chunk * S, HEAD_CHUNK_TOKENS)`` tokens at a time (never more memory).
+      head_dtype: LM-head matmul operand dtype (see `fused_token_logprobs`).
 
     Returns:
       logprobs ``[S, T]`` (and entropies ``[S, T]``).
@@ -258,7 +278,9 @@ def sequence_logprobs(
     h = hidden[:, 0, length - resp_len - 1 : length - 1]  # [S, T, D]
     targets = tokens[:, length - resp_len :]  # [S, T]
     chunk_tokens = min(chunk * tokens.shape[0], HEAD_CHUNK_TOKENS)
-    lp, ent = fused_token_logprobs(params, cfg, h, targets, temperature, chunk_tokens)
+    lp, ent = fused_token_logprobs(
+        params, cfg, h, targets, temperature, chunk_tokens, head_dtype
+    )
     return (lp, ent) if with_entropy else lp
 
 
@@ -309,6 +331,7 @@ def train_step(
             chunk=loss.logprob_chunk,
             with_entropy=True,
             remat=loss.remat,
+            head_dtype=loss.head_dtype,
         )
         num, _, stats = rl.policy_objective(
             lp,
@@ -378,9 +401,12 @@ def make_train_step(cfg: ModelConfig, loss: LossConfig, opt):
     return jax.jit(fn, donate_argnums=(0, 1))
 
 
-def make_logprob_fn(cfg: ModelConfig, resp_len: int, chunk: int = 128, micro_batch: int = 0):
+def make_logprob_fn(
+    cfg: ModelConfig, resp_len: int, chunk: int = 128, micro_batch: int = 0, head_dtype: str = ""
+):
     """Jitted ``(params, tokens [S, L], attn_mask [S, L], temperature) -> [S, T]`` log-probs,
-    computed ``micro_batch`` sequences at a time (0: all at once)."""
+    computed ``micro_batch`` sequences at a time (0: all at once), the LM head's matmuls
+    in ``head_dtype`` ("": the params' dtype)."""
 
     def fn(params, tokens, attn_mask, temperature):
         s = tokens.shape[0]
@@ -388,7 +414,7 @@ def make_logprob_fn(cfg: ModelConfig, resp_len: int, chunk: int = 128, micro_bat
         if s % mb:
             raise ValueError(f"{s} sequences are not a multiple of {mb}")
         one = lambda xs: sequence_logprobs(
-            params, cfg, xs[0], xs[1], resp_len, temperature, chunk=chunk
+            params, cfg, xs[0], xs[1], resp_len, temperature, chunk=chunk, head_dtype=head_dtype
         )
         out = jax.lax.map(
             one, (tokens.reshape(s // mb, mb, -1), attn_mask.reshape(s // mb, mb, -1))

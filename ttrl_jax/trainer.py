@@ -187,10 +187,14 @@ class Trainer:
             num_minibatches=c.algo.updates_per_step,
             micro_batch_size=c.algo.micro_batch_size,
             remat=c.model.remat,
+            head_dtype=c.model.head_dtype,
         )
         self._train_step = ts.make_train_step(self.cfg, self.loss_cfg, self.opt)
         self._logprobs = ts.make_logprob_fn(
-            self.cfg, c.rollout.max_new_tokens, micro_batch=c.algo.micro_batch_size
+            self.cfg,
+            c.rollout.max_new_tokens,
+            micro_batch=c.algo.micro_batch_size,
+            head_dtype=c.model.head_dtype,
         )
         self.step = 0
         # early stopping on train.best_metric: best value so far, evaluations since it
@@ -261,7 +265,7 @@ class Trainer:
             pad_id=self.tok.pad_id,
             max_len=r.max_new_tokens,
             prompt_len=tokens.shape[1],
-            head_dtype=r.head_dtype or None,
+            head_dtype=(r.head_dtype or self.c.model.head_dtype) or None,
         )
 
     def train_one_step(self) -> dict:

@@ -190,6 +190,57 @@ def _attend(q, k, v, mask, prefix_k=None, prefix_v=None, prefix_mask=None):
     )
 
 
+def _swiglu_fwd(n, w_gate, w_up, w_down):
+    gate = jnp.dot(n, w_gate)  # [N, F]
+    up = jnp.dot(n, w_up)  # [N, F]
+    y = jnp.dot(jax.nn.silu(gate) * up, w_down)  # [N, D]
+    return y, (n, gate, up, w_gate, w_up, w_down)
+
+
+@jax.custom_vjp
+def swiglu(n, w_gate, w_up, w_down):
+    """SwiGLU MLP on row-major tokens: ``y = (silu(n W_g) * (n W_u)) W_d``.
+
+    ``n [N, D]``, ``W_g, W_u [D, F]``, ``W_d [F, D]`` -> ``y [N, D]``. The VJP is written
+    out so that every gradient is a row-major 2-D matmul operand (autodiff of the
+    batched einsum form left XLA CPU writing d(gate) and d(up) transposed, strided and
+    slow). With ``g = n W_g``, ``u = n W_u``, ``s = sigmoid(g)``, ``a = g s = silu(g)``
+    and the cotangent ``dy``::
+
+        dh = dy W_d^T,                  dW_d = (a u)^T dy
+        dg = dh u s (1 + g (1 - s)),    du = dh a          (silu'(g) = s (1 + g (1 - s)))
+        dn = dg W_g^T + du W_u^T,       dW_g = n^T dg,     dW_u = n^T du
+
+    The elementwise part runs in fp32; ``n``, ``g`` and ``u`` are the saved residuals.
+    """
+    return _swiglu_fwd(n, w_gate, w_up, w_down)[0]
+
+
+def _swiglu_bwd(res, dy):
+    n, gate, up, w_gate, w_up, w_down = res
+    g, u = gate.astype(jnp.float32), up.astype(jnp.float32)
+    s = jax.nn.sigmoid(g)
+    a = g * s
+    dh = jnp.dot(dy, w_down.T, preferred_element_type=jnp.float32)  # [N, F]
+    d_down = jnp.dot((a * u).astype(dy.dtype).T, dy, preferred_element_type=jnp.float32)
+    dg = (dh * u * s * (1.0 + g * (1.0 - s))).astype(n.dtype)  # [N, F]
+    du = (dh * a).astype(n.dtype)
+    dn = jnp.dot(dg, w_gate.T, preferred_element_type=jnp.float32) + jnp.dot(
+        du, w_up.T, preferred_element_type=jnp.float32
+    )  # [N, D]
+    d_gate = jnp.dot(n.T, dg, preferred_element_type=jnp.float32)  # [D, F]
+    d_up = jnp.dot(n.T, du, preferred_element_type=jnp.float32)
+    return (
+        dn.astype(n.dtype),
+        d_gate.astype(w_gate.dtype),
+        d_up.astype(w_up.dtype),
+        d_down.astype(w_down.dtype),
+    )
+
+
+swiglu.defvjp(_swiglu_fwd, _swiglu_bwd)
+
+
 def _block(cfg: ModelConfig, lp: Params, x, positions, inv_freq, attn_kv):
     """One decoder block. ``attn_kv(k, v) -> (k_all, v_all, mask, prefix, aux)``."""
     b, g, l, _ = x.shape
@@ -210,13 +261,13 @@ def _block(cfg: ModelConfig, lp: Params, x, positions, inv_freq, attn_kv):
         o = o + lp["bo"]
     x = x + o
     n = rms_norm(x, lp["mlp_norm"], cfg.rms_norm_eps)
-    gate = jnp.einsum("bgld,df->bglf", n, lp["w_gate"])
-    up = jnp.einsum("bgld,df->bglf", n, lp["w_up"])
     if cfg.mlp_bias:
-        gate, up = gate + lp["b_gate"], up + lp["b_up"]
-    down = jnp.einsum("bglf,fd->bgld", jax.nn.silu(gate) * up, lp["w_down"])
-    if cfg.mlp_bias:
-        down = down + lp["b_down"]
+        gate = jnp.einsum("bgld,df->bglf", n, lp["w_gate"]) + lp["b_gate"]
+        up = jnp.einsum("bgld,df->bglf", n, lp["w_up"]) + lp["b_up"]
+        down = jnp.einsum("bglf,fd->bgld", jax.nn.silu(gate) * up, lp["w_down"]) + lp["b_down"]
+    else:
+        rows = n.reshape(-1, n.shape[-1])  # [N = B G L, D]
+        down = swiglu(rows, lp["w_gate"], lp["w_up"], lp["w_down"]).reshape(x.shape)
     return x + down, aux
 
 
