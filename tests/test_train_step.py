@@ -266,3 +266,74 @@ def test_model_gradients_with_swiglu_vjp_match_autodiff(remat, monkeypatch):
             g2 = jax.grad(loss)(params)
         for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(b))))
+
+
+def _grouped_batch(b, g, p, t, vocab, seed=0):
+    """``[b g, p + t]`` rows: each prompt (left-padded) repeated g times, then g responses
+    of random lengths (the trainer's layout of a prompt's N samples)."""
+    rng = np.random.RandomState(seed)
+    prompt = rng.randint(0, vocab, (b, p))
+    pmask = (np.arange(p)[None] >= rng.randint(0, p - 1, (b, 1))).astype(np.int32)
+    resp = rng.randint(0, vocab, (b, g, t))
+    rmask = (np.arange(t) < rng.randint(1, t + 1, (b, g, 1))).astype(np.int32)
+    tokens = np.concatenate([np.repeat(prompt[:, None], g, 1), resp], -1).reshape(b * g, -1)
+    mask = np.concatenate([np.repeat(pmask[:, None], g, 1), rmask], -1).reshape(b * g, -1)
+    return jnp.asarray(tokens), jnp.asarray(mask), rmask.reshape(b * g, t) > 0
+
+
+@pytest.mark.parametrize("layers,remat", [(2, False), (5, True)])
+def test_shared_prompt_forward_matches_per_row_forward(layers, remat):
+    """prompt_group > 1 runs each prompt's blocks once for its group of responses; the
+    log-probs, entropies and parameter gradients equal the per-row forward's."""
+    cfg = dataclasses.replace(CFG, num_layers=layers)  # 5 > UNROLL_MAX_LAYERS: scanned
+    params = tfm.init_params(cfg, jax.random.key(3), std=0.2)
+    tokens, mask, live = _grouped_batch(3, 4, 6, 7, cfg.vocab_size)
+    w = jnp.asarray(np.random.RandomState(1).randn(12, 7).astype(np.float32)) * live
+
+    def f(p, group):
+        lp, ent = ts.sequence_logprobs(
+            p, cfg, tokens, mask, 7, 0.7, with_entropy=True, remat=remat, prompt_group=group
+        )
+        return jnp.sum((lp + ent) * w), (lp, ent)
+
+    (_, (lp1, e1)), g1 = jax.value_and_grad(f, has_aux=True)(params, 1)
+    for group in (2, 4):
+        (_, (lp2, e2)), g2 = jax.value_and_grad(f, has_aux=True)(params, group)
+        np.testing.assert_allclose(lp1[live], lp2[live], atol=2e-5)
+        np.testing.assert_allclose(e1[live], e2[live], atol=2e-5)
+        for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(a))))
+    with pytest.raises(ValueError, match="prompt groups of 5"):
+        f(params, 5)
+
+
+def test_train_step_and_logprob_fn_with_prompt_groups():
+    """The update and the log-prob function give the same results with the prompt shared
+    per group, also when micro-batches cut a group (the group shrinks to the gcd)."""
+    params = tfm.init_params(CFG, jax.random.key(2), std=0.2)
+    tokens, mask, live = _grouped_batch(4, 4, 5, 6, CFG.vocab_size, seed=3)
+    rng = np.random.RandomState(4)
+    resp = jnp.asarray(live, jnp.float32)
+    batch = {
+        "tokens": tokens,
+        "attn_mask": mask,
+        "resp_mask": resp,
+        "old_logprobs": jnp.asarray(-3.0 + 0.1 * rng.randn(16, 6), jnp.float32),
+        "advantages": jnp.asarray(rng.randn(16, 6), jnp.float32) * resp,
+    }
+    hyper = {"temperature": jnp.float32(1.0), "kl_coef": 0.0, "entropy_coef": 0.0}
+    opt = ts.Plain(optax.sgd(0.1))  # params move by the gradient itself (Adam: ~its sign)
+    out = {}
+    for group, micro in [(1, 0), (4, 0), (4, 2), (4, 8)]:
+        loss = ts.LossConfig(num_minibatches=2, micro_batch_size=micro, prompt_group=group)
+        p, _, m = ts.train_step(params, opt.init(params), batch, hyper, cfg=CFG, loss=loss, opt=opt)
+        lp = ts.make_logprob_fn(CFG, 6, micro_batch=micro, prompt_group=group)(
+            params, tokens, mask, jnp.float32(1.0)
+        )
+        out[(group, micro)] = (p, m["loss"], lp)
+    p1, l1, lp1 = out[(1, 0)]
+    for key, (p2, l2, lp2) in out.items():
+        np.testing.assert_allclose(l1, l2, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(lp1[live], lp2[live], atol=2e-5)
+        for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2)):
+            np.testing.assert_allclose(a, b, atol=2e-5)

@@ -36,6 +36,9 @@ def default_config() -> ml_collections.ConfigDict:
     # rollout.head_dtype says otherwise) the sampler: "" = the params' dtype; "bfloat16"
     # with fp32 params = bf16 operands, fp32 accumulation, softmax and weight gradient
     c.model.head_dtype = ""
+    # the update and log-prob passes run each prompt's blocks once for its N samples
+    # (the samples attend to its k/v as a shared prefix) instead of once per sample
+    c.model.shared_prompt_forward = True
     c.model.system_prompt = ""  # e.g. Qwen2.5-Math's "Please reason step by step, ..."
 
     c.mesh = ml_collections.ConfigDict()

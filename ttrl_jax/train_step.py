@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -52,6 +53,10 @@ class LossConfig:
     logprob_chunk: int = 128
     remat: bool = True
     head_dtype: str = ""  # LM-head matmul operands: "" (the params' dtype) | bfloat16 | float32
+    # rows come in groups of this many consecutive sequences sharing their prompt part
+    # (the N trained samples of a prompt): the prompt runs through the blocks once per
+    # group (`transformer.forward_shared_prompt`); 1: every row on its own
+    prompt_group: int = 1
 
 
 def make_schedule(
@@ -249,6 +254,7 @@ def sequence_logprobs(
     with_entropy: bool = False,
     remat: bool = False,
     head_dtype: str = "",
+    prompt_group: int = 1,
 ):
     """Log-probs (and entropies) of the last ``resp_len`` tokens of each sequence.
 
@@ -260,22 +266,47 @@ def sequence_logprobs(
       chunk: time steps per LM-head chunk; the fused head takes
         ``min(chunk * S, HEAD_CHUNK_TOKENS)`` tokens at a time (never more memory).
       head_dtype: LM-head matmul operand dtype (see `fused_token_logprobs`).
+      prompt_group: the S rows are S / prompt_group groups of consecutive rows whose first
+        L - T tokens (and mask) are identical; each group's prompt then runs through the
+        blocks once (1: no sharing). The caller guarantees the grouping.
 
     Returns:
       logprobs ``[S, T]`` (and entropies ``[S, T]``).
     """
-    length = tokens.shape[1]
-    positions = tfm.positions_from_mask(attn_mask)  # [S, L]
-    hidden, _ = tfm.forward(
-        params,
-        cfg,
-        tokens[:, None],
-        positions[:, None],
-        key_mask=attn_mask[:, None].astype(bool),
-        remat=remat,
-        unroll=cfg.num_layers if cfg.num_layers <= UNROLL_MAX_LAYERS else 1,
-    )
-    h = hidden[:, 0, length - resp_len - 1 : length - 1]  # [S, T, D]
+    s, length = tokens.shape
+    unroll = cfg.num_layers if cfg.num_layers <= UNROLL_MAX_LAYERS else 1
+    if prompt_group > 1:
+        if s % prompt_group:
+            raise ValueError(f"{s} sequences do not split into prompt groups of {prompt_group}")
+        b, p = s // prompt_group, length - resp_len
+        tok = tokens.reshape(b, prompt_group, length)
+        am = attn_mask.reshape(b, prompt_group, length)
+        hp, hr = tfm.forward_shared_prompt(
+            params,
+            cfg,
+            tok[:, 0, :p],
+            am[:, 0, :p],
+            tok[:, :, p:],
+            am[:, :, p:],
+            remat=remat,
+            unroll=unroll,
+        )  # [B, P, D], [B, G, T, D]
+        # response token t is predicted by the hidden state before it: the prompt's last
+        # for t = 0 (shared by the group), the response's own t - 1 after that
+        first = jnp.broadcast_to(hp[:, None, p - 1 : p], (b, prompt_group, 1, hp.shape[-1]))
+        h = jnp.concatenate([first, hr[:, :, : resp_len - 1]], axis=2).reshape(s, resp_len, -1)
+    else:
+        positions = tfm.positions_from_mask(attn_mask)  # [S, L]
+        hidden, _ = tfm.forward(
+            params,
+            cfg,
+            tokens[:, None],
+            positions[:, None],
+            key_mask=attn_mask[:, None].astype(bool),
+            remat=remat,
+            unroll=unroll,
+        )
+        h = hidden[:, 0, length - resp_len - 1 : length - 1]  # [S, T, D]
     targets = tokens[:, length - resp_len :]  # [S, T]
     chunk_tokens = min(chunk * tokens.shape[0], HEAD_CHUNK_TOKENS)
     lp, ent = fused_token_logprobs(
@@ -332,6 +363,7 @@ def train_step(
             with_entropy=True,
             remat=loss.remat,
             head_dtype=loss.head_dtype,
+            prompt_group=math.gcd(loss.prompt_group, micro),
         )
         num, _, stats = rl.policy_objective(
             lp,
@@ -402,11 +434,17 @@ def make_train_step(cfg: ModelConfig, loss: LossConfig, opt):
 
 
 def make_logprob_fn(
-    cfg: ModelConfig, resp_len: int, chunk: int = 128, micro_batch: int = 0, head_dtype: str = ""
+    cfg: ModelConfig,
+    resp_len: int,
+    chunk: int = 128,
+    micro_batch: int = 0,
+    head_dtype: str = "",
+    prompt_group: int = 1,
 ):
     """Jitted ``(params, tokens [S, L], attn_mask [S, L], temperature) -> [S, T]`` log-probs,
     computed ``micro_batch`` sequences at a time (0: all at once), the LM head's matmuls
-    in ``head_dtype`` ("": the params' dtype)."""
+    in ``head_dtype`` ("": the params' dtype), rows sharing their prompt in groups of
+    ``prompt_group`` (see `sequence_logprobs`)."""
 
     def fn(params, tokens, attn_mask, temperature):
         s = tokens.shape[0]
@@ -414,7 +452,15 @@ def make_logprob_fn(
         if s % mb:
             raise ValueError(f"{s} sequences are not a multiple of {mb}")
         one = lambda xs: sequence_logprobs(
-            params, cfg, xs[0], xs[1], resp_len, temperature, chunk=chunk, head_dtype=head_dtype
+            params,
+            cfg,
+            xs[0],
+            xs[1],
+            resp_len,
+            temperature,
+            chunk=chunk,
+            head_dtype=head_dtype,
+            prompt_group=math.gcd(prompt_group, mb),
         )
         out = jax.lax.map(
             one, (tokens.reshape(s // mb, mb, -1), attn_mask.reshape(s // mb, mb, -1))

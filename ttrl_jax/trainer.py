@@ -176,6 +176,8 @@ class Trainer:
         self.opt_state = jax.jit(
             self.opt.init, out_shardings=sharding.like_shardings(opt_shapes, params, self.mesh)
         )(params)
+        # the training batch holds each prompt's N samples as consecutive rows
+        group = self.n_train if c.model.shared_prompt_forward else 1
         self.loss_cfg = ts.LossConfig(
             clip_eps_low=c.algo.clip_eps_low,
             clip_eps_high=c.algo.clip_eps_high,
@@ -188,6 +190,7 @@ class Trainer:
             micro_batch_size=c.algo.micro_batch_size,
             remat=c.model.remat,
             head_dtype=c.model.head_dtype,
+            prompt_group=group,
         )
         self._train_step = ts.make_train_step(self.cfg, self.loss_cfg, self.opt)
         self._logprobs = ts.make_logprob_fn(
@@ -195,6 +198,7 @@ class Trainer:
             c.rollout.max_new_tokens,
             micro_batch=c.algo.micro_batch_size,
             head_dtype=c.model.head_dtype,
+            prompt_group=group,
         )
         self.step = 0
         # early stopping on train.best_metric: best value so far, evaluations since it
@@ -351,6 +355,8 @@ class Trainer:
         resp_tokens = np.take_along_axis(out.tokens, idx[..., None], axis=1)  # [B, N, T]
         lengths = np.take_along_axis(out.lengths, idx, axis=1)  # [B, N]
         b, n, t = resp_tokens.shape
+        if self.loss_cfg.prompt_group > 1 and n != self.loss_cfg.prompt_group:
+            raise RuntimeError(f"{n} trained samples per prompt, expected {self.n_train}")
         live = np.arange(t)[None, None] < lengths[..., None]  # [B, N, T]
         valid = np.broadcast_to((rw.keep & rw.label_mask)[:, None], (b, n))  # [B, N]
         rewards = np.asarray(rw.rewards, np.float32)  # [B, N]

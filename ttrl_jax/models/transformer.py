@@ -360,6 +360,66 @@ def forward(
     return rms_norm(x, params["final_norm"], cfg.rms_norm_eps), aux
 
 
+def forward_shared_prompt(
+    params: Params,
+    cfg: ModelConfig,
+    prompt: jax.Array,
+    prompt_mask: jax.Array,
+    resp: jax.Array,
+    resp_mask: jax.Array,
+    *,
+    unroll: int | bool = 1,
+    remat: bool = False,
+):
+    """Full-sequence forward of G responses per prompt that share one pass over the prompt.
+
+    Equivalent to `forward` on the B G rows ``prompt[b] ++ resp[b, g]`` (up to float
+    summation order), but each block runs on the B prompts once instead of B G times:
+    the responses attend to their prompt's k/v as a shared prefix (as in decoding), and
+    gradients reach the prompt's blocks through those k/v. For a row of P prompt and T
+    response tokens this saves a fraction (G - 1) P / (G (P + T)) of the blocks' work.
+
+    Args:
+      prompt: ``[B, P]`` int32, left-padded; prompt_mask ``[B, P]`` 1 for real tokens.
+      resp: ``[B, G, T]`` int32; resp_mask ``[B, G, T]`` 1 for real tokens.
+      unroll, remat: as in `forward`.
+
+    Returns:
+      ``(prompt_hidden [B, P, D], resp_hidden [B, G, T, D])``, final-normed.
+    """
+    p, t = prompt.shape[1], resp.shape[2]
+    inv_freq = jnp.asarray(rope_inv_freq(cfg))
+    pmask = prompt_mask.astype(bool)
+    rmask = resp_mask.astype(bool)
+    pos_p = positions_from_mask(prompt_mask)[:, None]  # [B, 1, P]
+    n_prompt = jnp.sum(prompt_mask.astype(jnp.int32), axis=-1)  # [B]
+    # positions of the concatenated row: cumsum over prompt ++ response, minus 1
+    pos_r = jnp.maximum(
+        n_prompt[:, None, None] + jnp.cumsum(resp_mask.astype(jnp.int32), axis=-1) - 1, 0
+    )  # [B, G, T]
+    mask_p = jnp.tril(jnp.ones((p, p), bool))[None, None] & pmask[:, None, None, :]  # [B,1,P,P]
+    mask_r = jnp.tril(jnp.ones((t, t), bool))[None, None] & rmask[:, :, None, :]  # [B,G,T,T]
+    xp = jnp.take(params["embed"], prompt, axis=0)[:, None]  # [B, 1, P, D]
+    xr = jnp.take(params["embed"], resp, axis=0)  # [B, G, T, D]
+    xp = sharding.constrain(xp, ("batch", None, None, None))
+    xr = sharding.constrain(xr, ("batch", None, None, None))
+
+    def body(carry, lp):
+        xp, xr = carry
+        xp, (kp, vp) = _block(
+            cfg, lp, xp, pos_p, inv_freq, lambda k, v: (k, v, mask_p, (), (k, v))
+        )
+        prefix = (kp[:, 0], vp[:, 0], pmask)  # [B, P, K, Dh] x2, [B, P]
+        xr, _ = _block(cfg, lp, xr, pos_r, inv_freq, lambda k, v: (k, v, mask_r, prefix, None))
+        return (xp, xr), None
+
+    if remat:
+        body = jax.checkpoint(body)
+    (xp, xr), _ = jax.lax.scan(body, (xp, xr), params["layers"], unroll=unroll)
+    eps = cfg.rms_norm_eps
+    return rms_norm(xp[:, 0], params["final_norm"], eps), rms_norm(xr, params["final_norm"], eps)
+
+
 def lm_head_weight(params: Params, cfg: ModelConfig) -> jax.Array:
     """``[D, V]`` output projection (the embedding transposed when tied)."""
     return params["embed"].T if cfg.tie_word_embeddings else params["lm_head"]
