@@ -254,7 +254,7 @@ SIDES = {
 }
 # The target, <= 4 s per step, was set on a machine where TRL took 36.0 s per
 # step and JAX's fp32 2048^3 matmul ran at 417 GFLOP/s. Machines differ (a later VM of
-# the same name measured half that peak while TRL slowed by only ~15 %), so the script
+# the same name measured half that peak while TRL's step stayed within 20 %), so the script
 # prints the target both as a ratio to TRL and scaled by the measured matmul peak.
 TARGET_S, TARGET_TRL_S, TARGET_PEAK = 4.0, 36.0, 417.0
 TARGET_RATIO = TARGET_S / TARGET_TRL_S

@@ -166,16 +166,21 @@ def test_sharded_train_step_equals_single_device():
         np.testing.assert_allclose(a, np.asarray(b), atol=2e-6)
 
 
+def _head_inputs(cfg, seed):
+    """Params, hidden states ``[3, 7, D]``, targets, two cotangents and a temperature."""
+    params = tfm.init_params(cfg, jax.random.key(1))
+    rng = np.random.RandomState(seed)
+    h = jnp.asarray(rng.randn(3, 7, cfg.hidden_size).astype(np.float32))
+    y = jnp.asarray(rng.randint(0, cfg.vocab_size, (3, 7)))
+    g = jnp.asarray(rng.randn(2, 3, 7).astype(np.float32))
+    return params, h, y, g, jnp.float32(0.7)
+
+
 @pytest.mark.parametrize("tie", [True, False])
 def test_fused_head_matches_autodiff_of_token_logprobs(tie):
     """Values and gradients (hidden and head weights) of the hand-written VJP."""
     cfg = CFG if tie else dataclasses.replace(CFG, tie_word_embeddings=False)
-    params = tfm.init_params(cfg, jax.random.key(1))
-    rng = np.random.RandomState(5)
-    h = jnp.asarray(rng.randn(3, 7, cfg.hidden_size).astype(np.float32))
-    y = jnp.asarray(rng.randint(0, cfg.vocab_size, (3, 7)))
-    g = jnp.asarray(rng.randn(2, 3, 7).astype(np.float32))
-    tau = jnp.float32(0.7)
+    params, h, y, g, tau = _head_inputs(cfg, 5)
 
     def ref(p, h):
         lp, ent = tfm.token_logprobs(p, cfg, h, y, tau, chunk=4, with_entropy=True)
@@ -197,13 +202,10 @@ def test_fused_head_bf16_operands():
     """head_dtype=bfloat16: the log-probs are exactly those of bf16-rounded hidden states
     and head weights (fp32 accumulation); gradients match autodiff of that to bf16
     precision and the weight gradient stays fp32."""
-    params = tfm.init_params(CFG, jax.random.key(1))
-    rng = np.random.RandomState(6)
-    h = jnp.asarray(rng.randn(3, 7, CFG.hidden_size).astype(np.float32))
-    y = jnp.asarray(rng.randint(0, CFG.vocab_size, (3, 7)))
-    g = jnp.asarray(rng.randn(2, 3, 7).astype(np.float32))
-    tau = jnp.float32(0.7)
-    bf = lambda x: x.astype(jnp.bfloat16).astype(jnp.float32)
+    params, h, y, g, tau = _head_inputs(CFG, 6)
+
+    def bf(x):  # rounded to bf16, held in fp32
+        return x.astype(jnp.bfloat16).astype(jnp.float32)
 
     def ref(p, h):
         p = {**p, "embed": bf(p["embed"])}

@@ -309,9 +309,7 @@ def sequence_logprobs(
         h = hidden[:, 0, length - resp_len - 1 : length - 1]  # [S, T, D]
     targets = tokens[:, length - resp_len :]  # [S, T]
     chunk_tokens = min(chunk * tokens.shape[0], HEAD_CHUNK_TOKENS)
-    lp, ent = fused_token_logprobs(
-        params, cfg, h, targets, temperature, chunk_tokens, head_dtype
-    )
+    lp, ent = fused_token_logprobs(params, cfg, h, targets, temperature, chunk_tokens, head_dtype)
     return (lp, ent) if with_entropy else lp
 
 

@@ -406,9 +406,7 @@ def forward_shared_prompt(
 
     def body(carry, lp):
         xp, xr = carry
-        xp, (kp, vp) = _block(
-            cfg, lp, xp, pos_p, inv_freq, lambda k, v: (k, v, mask_p, (), (k, v))
-        )
+        xp, (kp, vp) = _block(cfg, lp, xp, pos_p, inv_freq, lambda k, v: (k, v, mask_p, (), (k, v)))
         prefix = (kp[:, 0], vp[:, 0], pmask)  # [B, P, K, Dh] x2, [B, P]
         xr, _ = _block(cfg, lp, xr, pos_r, inv_freq, lambda k, v: (k, v, mask_r, prefix, None))
         return (xp, xr), None
