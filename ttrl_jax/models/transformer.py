@@ -271,6 +271,13 @@ def _block(cfg: ModelConfig, lp: Params, x, positions, inv_freq, attn_kv):
     return x + down, aux
 
 
+def causal_mask(key_mask: jax.Array) -> jax.Array:
+    """``[B, G, L, L]`` bool: query i sees key j iff j <= i and key j is real
+    (``key_mask [B, G, L]``)."""
+    n = key_mask.shape[-1]
+    return jnp.tril(jnp.ones((n, n), bool))[None, None] & key_mask[:, :, None, :]
+
+
 def forward(
     params: Params,
     cfg: ModelConfig,
@@ -320,8 +327,7 @@ def forward(
             raise ValueError("a shared prefix needs a cache (decode mode)")
         if key_mask is None:
             key_mask = jnp.ones(tokens.shape, bool)
-        causal = jnp.tril(jnp.ones((l, l), bool))
-        mask = causal[None, None] & key_mask[:, :, None, :]  # [B, G, L, L]
+        mask = causal_mask(key_mask)  # [B, G, L, L]
 
         def body(x, xs):
             lp, _ = xs
@@ -387,7 +393,6 @@ def forward_shared_prompt(
     Returns:
       ``(prompt_hidden [B, P, D], resp_hidden [B, G, T, D])``, final-normed.
     """
-    p, t = prompt.shape[1], resp.shape[2]
     inv_freq = jnp.asarray(rope_inv_freq(cfg))
     pmask = prompt_mask.astype(bool)
     rmask = resp_mask.astype(bool)
@@ -397,8 +402,8 @@ def forward_shared_prompt(
     pos_r = jnp.maximum(
         n_prompt[:, None, None] + jnp.cumsum(resp_mask.astype(jnp.int32), axis=-1) - 1, 0
     )  # [B, G, T]
-    mask_p = jnp.tril(jnp.ones((p, p), bool))[None, None] & pmask[:, None, None, :]  # [B,1,P,P]
-    mask_r = jnp.tril(jnp.ones((t, t), bool))[None, None] & rmask[:, :, None, :]  # [B,G,T,T]
+    mask_p = causal_mask(pmask[:, None])  # [B, 1, P, P]
+    mask_r = causal_mask(rmask)  # [B, G, T, T]
     xp = jnp.take(params["embed"], prompt, axis=0)[:, None]  # [B, 1, P, D]
     xr = jnp.take(params["embed"], resp, axis=0)  # [B, G, T, D]
     xp = sharding.constrain(xp, ("batch", None, None, None))
