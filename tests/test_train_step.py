@@ -1,6 +1,7 @@
 """The jitted policy update: exact accumulation, NaN skipping, fp32 master weights."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from ttrl_jax import rl, sharding
+from ttrl_jax import lm_head, rl, sharding
 from ttrl_jax import train_step as ts
 from ttrl_jax.models import transformer as tfm
 from ttrl_jax.models.config import ModelConfig
@@ -187,7 +188,7 @@ def test_fused_head_matches_autodiff_of_token_logprobs(tie):
         return jnp.sum(g[0] * lp + g[1] * ent), (lp, ent)
 
     def fused(p, h):
-        lp, ent = ts.fused_token_logprobs(p, cfg, h, y, tau, chunk=5)  # 21 tokens: padded
+        lp, ent = lm_head.fused_token_logprobs(p, cfg, h, y, tau, chunk=5)  # 21 tokens: padded
         return jnp.sum(g[0] * lp + g[1] * ent), (lp, ent)
 
     (v1, o1), g1 = jax.value_and_grad(ref, argnums=(0, 1), has_aux=True)(params, h)
@@ -213,7 +214,7 @@ def test_fused_head_bf16_operands():
         return jnp.sum(g[0] * lp + g[1] * ent), (lp, ent)
 
     def fused(p, h, dtype):
-        lp, ent = ts.fused_token_logprobs(p, CFG, h, y, tau, chunk=5, head_dtype=dtype)
+        lp, ent = lm_head.fused_token_logprobs(p, CFG, h, y, tau, chunk=5, head_dtype=dtype)
         return jnp.sum(g[0] * lp + g[1] * ent), (lp, ent)
 
     (v1, o1), g1 = jax.value_and_grad(ref, argnums=(0, 1), has_aux=True)(params, h)
@@ -339,3 +340,94 @@ def test_train_step_and_logprob_fn_with_prompt_groups():
         np.testing.assert_allclose(lp1[live], lp2[live], atol=2e-5)
         for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2)):
             np.testing.assert_allclose(a, b, atol=2e-5)
+
+
+def _token_loss_parts(h, y):
+    """Per-token loss inputs ``[3, 7]`` for `rl.token_losses` with PPO clipping, dual clip,
+    k3 KL and an entropy bonus all active, and seq-mean-token-mean weights."""
+    rng = np.random.RandomState(8)
+    mask = jnp.asarray(np.arange(7)[None] < np.array([[7], [4], [1]]), jnp.float32)
+    tok = {
+        "old_logprobs": jnp.asarray(-4.0 + rng.randn(3, 7), jnp.float32),
+        "advantages": jnp.asarray(rng.randn(3, 7), jnp.float32),
+        "ref_logprobs": jnp.asarray(-4.0 + rng.randn(3, 7), jnp.float32),
+        "mask": mask,
+        "weight": rl.aggregate_weights(mask, "seq-mean-token-mean"),
+    }
+    return tok, {"kl_coef": jnp.float32(0.3), "entropy_coef": jnp.float32(0.02)}
+
+
+@pytest.mark.parametrize("tie,dtype", [(True, ""), (False, ""), (True, "bfloat16")])
+def test_fused_head_loss_matches_autodiff_of_the_token_loss(tie, dtype):
+    """`fused_head_loss` (gradient taken in the forward pass) equals autodiff of the same
+    weighted per-token loss on `fused_token_logprobs`: value, log-probs, entropies and
+    the gradients of the hidden states and head weights; its lp/ent outputs carry none."""
+    cfg = CFG if tie else dataclasses.replace(CFG, tie_word_embeddings=False)
+    params, h, y, _, tau = _head_inputs(cfg, 9)
+    tok, coefs = _token_loss_parts(h, y)
+    loss_cfg = ts.LossConfig(kl_as_loss=True, use_entropy=True)
+    token_loss = functools.partial(ts._weighted_token_loss, loss=loss_cfg)
+
+    def autodiff(p, h):
+        lp, ent = lm_head.fused_token_logprobs(p, cfg, h, y, tau, chunk=5, head_dtype=dtype)
+        return jnp.sum(token_loss(lp, ent, (tok, coefs))), (lp, ent)
+
+    def fused(p, h):
+        v, lp, ent = lm_head.fused_head_loss(p, cfg, h, y, tau, 5, dtype, token_loss, tok, coefs)
+        return v + 0.0 * jnp.sum(lp + ent), (lp, ent)  # lp, ent: no gradient flows back
+
+    (v1, o1), g1 = jax.value_and_grad(autodiff, argnums=(0, 1), has_aux=True)(params, h)
+    (v2, o2), g2 = jax.value_and_grad(fused, argnums=(0, 1), has_aux=True)(params, h)
+    stats = rl.token_losses(
+        o1[0], tok["old_logprobs"], tok["advantages"], tok["mask"], tok["ref_logprobs"]
+    )[1]
+    assert 0 < float(stats["clipfrac"][0]) < float(stats["clipfrac"][1])  # clip binds somewhere
+    np.testing.assert_allclose(v1, v2, rtol=1e-5, atol=1e-6)
+    for a, b in zip(o1, o2):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+        assert a.dtype == b.dtype
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * float(jnp.max(jnp.abs(a))))
+    assert float(jnp.max(jnp.abs(g2[1]))) > 1e-3  # a real gradient was compared
+
+
+@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"])
+def test_train_step_grad_in_forward_equals_the_autodiff_path(agg):
+    """The default update (head gradient in the forward pass) moves the params exactly as
+    the log-prob VJP path does, with KL, entropy bonus, mini- and micro-batches and shared
+    prompts; every metric agrees."""
+    params = tfm.init_params(CFG, jax.random.key(2), std=0.2)
+    tokens, mask, live = _grouped_batch(4, 4, 5, 6, CFG.vocab_size, seed=5)
+    rng = np.random.RandomState(6)
+    resp = jnp.asarray(live, jnp.float32)
+    batch = {
+        "tokens": tokens,
+        "attn_mask": mask,
+        "resp_mask": resp,
+        "old_logprobs": jnp.asarray(-4.2 + 0.5 * rng.randn(16, 6), jnp.float32) * resp,
+        "ref_logprobs": jnp.asarray(-4.2 + 0.5 * rng.randn(16, 6), jnp.float32) * resp,
+        "advantages": jnp.asarray(rng.randn(16, 1), jnp.float32) * resp,
+    }
+    opt = ts.Plain(optax.sgd(1.0))
+    out = []
+    for fused in (False, True):
+        loss = ts.LossConfig(
+            kl_as_loss=True,
+            use_entropy=True,
+            agg_mode=agg,
+            num_minibatches=2,
+            micro_batch_size=4,
+            prompt_group=4,
+            grad_in_forward=fused,
+        )
+        p0 = jax.tree.map(jnp.copy, params)  # donated
+        out.append(ts.make_train_step(CFG, loss, opt)(p0, opt.init(p0), batch, HYPER))
+    (p1, _, m1), (p2, _, m2) = out
+    assert 0 < float(m1["clipfrac"]) < 1 and float(m1["entropy"]) > 0
+    assert m1.keys() == m2.keys()
+    for k in m1:
+        np.testing.assert_allclose(m1[k], m2[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    for a, b, p0 in zip(*map(jax.tree.leaves, (p1, p2, params))):
+        step = float(jnp.max(jnp.abs(a - p0)))  # SGD, lr 1: the step is the gradient
+        assert step > 1e-4
+        np.testing.assert_allclose(a - p0, b - p0, rtol=1e-3, atol=1e-4 * step)

@@ -386,6 +386,61 @@ def masked_sum_count(x: Array, mask: Array) -> tuple[Array, Array]:
     return (_f32(x) * m).sum(), m.sum()
 
 
+def aggregate_weights(mask: Array, mode: str = "token-mean", max_len: int | None = None) -> Array:
+    """Per-token weights ``w [..., T]`` with ``aggregate(l, mask, mode, max_len)[0] == sum w l``.
+
+    `aggregate`'s numerator is linear in the per-token values, so ``w`` is its gradient
+    (``m``, ``m / sum_t m`` or ``m / max_len``); it depends on the mask only.
+    """
+    zeros = jnp.zeros(jnp.shape(mask), jnp.float32)
+    return jax.grad(lambda x: aggregate(x, mask, mode, max_len)[0])(zeros)
+
+
+def token_losses(
+    logprobs: Array,
+    old_logprobs: Array,
+    advantages: Array,
+    mask: Array,
+    ref_logprobs: Array | None = None,
+    entropies: Array | None = None,
+    *,
+    clip_eps_low: float = 0.2,
+    clip_eps_high: float | None = None,
+    dual_clip_c: float | None = 3.0,
+    kl_coef: float = 0.0,
+    kl_type: str = "k3",
+    entropy_coef: float = 0.0,
+) -> tuple[Array, dict[str, tuple[Array, Array]]]:
+    """The actor's per-token loss ``l [..., T]`` and its token-mean stats (``mask`` weighs
+    the stats; `aggregate` or `aggregate_weights` applies it to ``l``).
+
+    Per token::
+
+        l_t = L^clip_t                           (`ppo_clip_loss`)
+              + kl_coef * KL_t(pi || pi_ref)     (if ref_logprobs given; `kl_estimate`)
+              - entropy_coef * H_t               (if entropies given: entropy bonus)
+
+    Each ``l_t`` depends on its own token's log-prob and entropy only, which is what lets
+    the LM head take its gradient in the forward pass (`train_step.fused_head_loss`).
+    Arguments as in `policy_objective`.
+    """
+    pg, pg_stats = ppo_clip_loss(
+        logprobs, old_logprobs, advantages, mask, clip_eps_low, clip_eps_high, dual_clip_c
+    )  # [..., T]
+    total = pg
+    stats = {"pg_loss": masked_sum_count(pg, mask)}
+    stats.update({k: masked_sum_count(v, mask) for k, v in pg_stats.items()})
+    if ref_logprobs is not None:
+        kl = kl_estimate(logprobs, ref_logprobs, kl_type)  # [..., T]
+        total = total + kl_coef * kl
+        stats["kl"] = masked_sum_count(kl, mask)
+    if entropies is not None:
+        ent = _f32(entropies)  # [..., T]
+        total = total - entropy_coef * ent
+        stats["entropy"] = masked_sum_count(ent, mask)
+    return total, stats
+
+
 def policy_objective(
     logprobs: Array,
     old_logprobs: Array,
@@ -405,16 +460,11 @@ def policy_objective(
 ) -> tuple[Array, Array, dict[str, tuple[Array, Array]]]:
     """The actor objective of one (micro-)batch, as an accumulable ratio.
 
-    Per token::
-
-        l_t = L^clip_t                           (`ppo_clip_loss`)
-              + kl_coef * KL_t(pi || pi_ref)     (if ref_logprobs given; `kl_estimate`)
-              - entropy_coef * H_t               (if entropies given: entropy bonus)
-
-    ``(num, den) = aggregate(l, mask, agg_mode, max_len)``; the loss to minimise is
-    ``sum num / sum den`` over micro-batches. Static under ``jax.jit``: ``kl_type``,
-    ``agg_mode``, ``max_len`` and whether ``dual_clip_c`` / ``ref_logprobs`` /
-    ``entropies`` are None; ``kl_coef`` and ``entropy_coef`` may be traced.
+    ``(num, den) = aggregate(l, mask, agg_mode, max_len)`` of the per-token loss ``l``
+    of `token_losses`; the loss to minimise is ``sum num / sum den`` over micro-batches.
+    Static under ``jax.jit``: ``kl_type``, ``agg_mode``, ``max_len`` and whether
+    ``dual_clip_c`` / ``ref_logprobs`` / ``entropies`` are None; ``kl_coef`` and
+    ``entropy_coef`` may be traced.
 
     Args:
         logprobs, old_logprobs, mask: ``[..., T]``.
@@ -426,19 +476,19 @@ def policy_objective(
         pair whatever ``agg_mode``: ``pg_loss``, ``clipfrac``, ``dual_clipfrac``,
         ``approx_kl``, ``ratio``, plus ``kl`` and ``entropy`` when given.
     """
-    pg, pg_stats = ppo_clip_loss(
-        logprobs, old_logprobs, advantages, mask, clip_eps_low, clip_eps_high, dual_clip_c
-    )  # [..., T]
-    total = pg
-    stats = {"pg_loss": masked_sum_count(pg, mask)}
-    stats.update({k: masked_sum_count(v, mask) for k, v in pg_stats.items()})
-    if ref_logprobs is not None:
-        kl = kl_estimate(logprobs, ref_logprobs, kl_type)  # [..., T]
-        total = total + kl_coef * kl
-        stats["kl"] = masked_sum_count(kl, mask)
-    if entropies is not None:
-        ent = _f32(entropies)  # [..., T]
-        total = total - entropy_coef * ent
-        stats["entropy"] = masked_sum_count(ent, mask)
+    total, stats = token_losses(
+        logprobs,
+        old_logprobs,
+        advantages,
+        mask,
+        ref_logprobs,
+        entropies,
+        clip_eps_low=clip_eps_low,
+        clip_eps_high=clip_eps_high,
+        dual_clip_c=dual_clip_c,
+        kl_coef=kl_coef,
+        kl_type=kl_type,
+        entropy_coef=entropy_coef,
+    )
     num, den = aggregate(total, mask, agg_mode, max_len)
     return num, den, stats

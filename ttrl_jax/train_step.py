@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import optax
 
 from ttrl_jax import rl
+from ttrl_jax.lm_head import HEAD_CHUNK_TOKENS, fused_head_loss, fused_token_logprobs
 from ttrl_jax.models import transformer as tfm
 from ttrl_jax.models.config import ModelConfig
 
@@ -57,6 +58,10 @@ class LossConfig:
     # (the N trained samples of a prompt): the prompt runs through the blocks once per
     # group (`transformer.forward_shared_prompt`); 1: every row on its own
     prompt_group: int = 1
+    # the LM head's gradient taken in its forward pass from the per-token loss
+    # (`fused_head_loss`: 3 head matmuls per token instead of 4); False: log-probs from
+    # `fused_token_logprobs` and the loss differentiated through its VJP (same gradient)
+    grad_in_forward: bool = True
 
 
 def make_schedule(
@@ -137,109 +142,57 @@ class Plain:
         return optax.apply_updates(params, updates), state
 
 
-# Tokens per chunk of the fused LM-head log-prob: a [chunk, V] logits block stays small
-# enough to be produced, reduced and consumed while cached (measured best at 256-1024 on
-# CPU; a whole [S*T, V] block is ~2.5x slower per FLOP).
-HEAD_CHUNK_TOKENS = 512
-
-
-def _head_logits(x, w, tau, dtype):
-    """z = x W^T / tau ``[n, V]`` in fp32, from ``dtype`` operands (fp32 accumulation)."""
-    z = jnp.einsum("nd,vd->nv", x.astype(dtype), w, preferred_element_type=jnp.float32)
-    return z / tau
-
-
-def _head_chunk_fwd(x, y, w, tau, dtype):
-    """One chunk: z = x W^T / tau ``[n, V]`` (fp32) -> lp, lse, E = sum_v p_v z_v ``[n]``."""
-    z = _head_logits(x, w, tau, dtype)
-    m = jnp.max(z, axis=-1, keepdims=True)
-    e = jnp.exp(z - m)
-    s = jnp.sum(e, axis=-1)
-    lse = m[:, 0] + jnp.log(s)
-    mean_z = jnp.sum(e * z, axis=-1) / s
-    lp = jnp.take_along_axis(z, y[:, None], axis=-1)[:, 0] - lse
-    return lp, lse, mean_z
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _fused_head(xs, ys, w, tau, dtype):
-    """``xs [C, n, D]``, ``ys [C, n]``, ``w [V, D]`` -> (log-probs, entropies) ``[C, n]``;
-    the head's matmuls take ``dtype`` operands."""
-    return _fused_head_fwd(xs, ys, w, tau, dtype)[0]
-
-
-def _fused_head_fwd(xs, ys, w, tau, dtype):
-    wc = w.astype(dtype)
-    lp, lse, mean_z = jax.lax.map(lambda a: _head_chunk_fwd(a[0], a[1], wc, tau, dtype), (xs, ys))
-    return (lp, lse - mean_z), (xs, ys, w, tau, lse, mean_z)
-
-
-def _fused_head_bwd(dtype, res, cot):
-    """dz = g_lp (onehot(y) - p) - g_ent p (z - E);  dx = dz W / tau,  dW = dz^T x / tau."""
-    xs, ys, w, tau, lse, mean_z = res
-    g_lp, g_ent = cot  # [C, n] each
-    wc = w.astype(dtype)
-
-    def chunk(dw, a):
-        x, y, l, mz, gl, ge = a
-        z = _head_logits(x, wc, tau, dtype)
-        p = jnp.exp(z - l[:, None])
-        hit = jnp.arange(z.shape[-1])[None, :] == y[:, None]
-        dz = jnp.where(hit, gl[:, None], 0.0) - p * (gl[:, None] + ge[:, None] * (z - mz[:, None]))
-        dz = (dz / tau).astype(dtype)  # [n, V]
-        dx = jnp.einsum("nv,vd->nd", dz, wc, preferred_element_type=jnp.float32)
-        dw = dw + jnp.einsum("nv,nd->vd", dz, x.astype(dtype), preferred_element_type=jnp.float32)
-        return dw, dx.astype(x.dtype)
-
-    dw0 = jnp.zeros(w.shape, jnp.float32)  # accumulated in fp32, returned in w's dtype
-    dw, dxs = jax.lax.scan(chunk, dw0, (xs, ys, lse, mean_z, g_lp, g_ent))
-    return dxs, None, dw.astype(w.dtype), jnp.zeros_like(tau)
-
-
-_fused_head.defvjp(_fused_head_fwd, _fused_head_bwd)
-
-
-def fused_token_logprobs(
+def response_hidden(
     params,
     cfg: ModelConfig,
-    hidden: jax.Array,
-    targets: jax.Array,
-    temperature,
-    chunk: int,
-    head_dtype: str = "",
-):
-    """Per-token log-probs and entropies through the LM head, fused, with a hand-written VJP.
+    tokens: jax.Array,
+    attn_mask: jax.Array,
+    resp_len: int,
+    *,
+    remat: bool = False,
+    prompt_group: int = 1,
+) -> jax.Array:
+    """Final hidden states ``[S, T, D]`` that predict the last ``resp_len`` tokens of each row
+    (the state before each response token); arguments as in `sequence_logprobs`."""
+    s, length = tokens.shape
+    unroll = cfg.num_layers if cfg.num_layers <= UNROLL_MAX_LAYERS else 1
+    if prompt_group > 1:
+        if s % prompt_group:
+            raise ValueError(f"{s} sequences do not split into prompt groups of {prompt_group}")
+        b, p = s // prompt_group, length - resp_len
+        tok = tokens.reshape(b, prompt_group, length)
+        am = attn_mask.reshape(b, prompt_group, length)
+        hp, hr = tfm.forward_shared_prompt(
+            params,
+            cfg,
+            tok[:, 0, :p],
+            am[:, 0, :p],
+            tok[:, :, p:],
+            am[:, :, p:],
+            remat=remat,
+            unroll=unroll,
+        )  # [B, P, D], [B, G, T, D]
+        # response token t is predicted by the hidden state before it: the prompt's last
+        # for t = 0 (shared by the group), the response's own t - 1 after that
+        first = jnp.broadcast_to(hp[:, None, p - 1 : p], (b, prompt_group, 1, hp.shape[-1]))
+        return jnp.concatenate([first, hr[:, :, : resp_len - 1]], axis=2).reshape(s, resp_len, -1)
+    positions = tfm.positions_from_mask(attn_mask)  # [S, L]
+    hidden, _ = tfm.forward(
+        params,
+        cfg,
+        tokens[:, None],
+        positions[:, None],
+        key_mask=attn_mask[:, None].astype(bool),
+        remat=remat,
+        unroll=unroll,
+    )
+    return hidden[:, 0, length - resp_len - 1 : length - 1]  # [S, T, D]
 
-    For each token with hidden state h and target y (tau the temperature, W ``[V, D]``)::
 
-        z = W h / tau,  lp = z_y - logsumexp(z),  ent = logsumexp(z) - E,  E = sum_v p_v z_v
-        d lp / dz = onehot(y) - p,           d ent / dz = -p (z - E)
-
-    The S*T tokens are processed ``chunk`` at a time; the backward pass recomputes each
-    chunk's logits once and turns them straight into ``dh`` and ``dW`` (no max/sum passes,
-    no scatter of the target one-hot, no ``[S*T, V]`` block). Peak extra memory is a few
-    ``[chunk, V]`` fp32 blocks; only ``lse`` and ``E`` ``[S*T]`` are saved for backward.
-
-    Args:
-      hidden: ``[S, T, D]`` hidden states whose next token is ``targets`` ``[S, T]``.
-      chunk: tokens per chunk.
-      head_dtype: dtype of the head's matmul operands ("" : the weight's own). bfloat16
-        with fp32 params is the mixed-precision head: bf16 operands, fp32 accumulation and
-        softmax, dW accumulated and returned in fp32 (the sampler's ``head_dtype`` twin).
-
-    Returns:
-      logprobs, entropies ``[S, T]`` fp32.
-    """
-    s, t, d = hidden.shape
-    w = params["embed"] if cfg.tie_word_embeddings else params["lm_head"].T  # [V, D]
-    n = s * t
-    c = max(1, min(chunk, n))
-    pad = (-n) % c
-    xs = jnp.pad(hidden.reshape(n, d), ((0, pad), (0, 0))).reshape(-1, c, d)  # [C, c, D]
-    ys = jnp.pad(targets.reshape(n), (0, pad)).reshape(-1, c)  # [C, c]
-    tau = jnp.asarray(temperature, jnp.float32)
-    lp, ent = _fused_head(xs, ys, w, tau, jnp.dtype(head_dtype or w.dtype))
-    return lp.reshape(-1)[:n].reshape(s, t), ent.reshape(-1)[:n].reshape(s, t)
+def head_chunk_tokens(chunk: int, seqs: int) -> int:
+    """Tokens per fused-head chunk: ``chunk`` time steps of all rows, at most
+    `HEAD_CHUNK_TOKENS` (never more memory)."""
+    return min(chunk * seqs, HEAD_CHUNK_TOKENS)
 
 
 def sequence_logprobs(
@@ -273,43 +226,12 @@ def sequence_logprobs(
     Returns:
       logprobs ``[S, T]`` (and entropies ``[S, T]``).
     """
-    s, length = tokens.shape
-    unroll = cfg.num_layers if cfg.num_layers <= UNROLL_MAX_LAYERS else 1
-    if prompt_group > 1:
-        if s % prompt_group:
-            raise ValueError(f"{s} sequences do not split into prompt groups of {prompt_group}")
-        b, p = s // prompt_group, length - resp_len
-        tok = tokens.reshape(b, prompt_group, length)
-        am = attn_mask.reshape(b, prompt_group, length)
-        hp, hr = tfm.forward_shared_prompt(
-            params,
-            cfg,
-            tok[:, 0, :p],
-            am[:, 0, :p],
-            tok[:, :, p:],
-            am[:, :, p:],
-            remat=remat,
-            unroll=unroll,
-        )  # [B, P, D], [B, G, T, D]
-        # response token t is predicted by the hidden state before it: the prompt's last
-        # for t = 0 (shared by the group), the response's own t - 1 after that
-        first = jnp.broadcast_to(hp[:, None, p - 1 : p], (b, prompt_group, 1, hp.shape[-1]))
-        h = jnp.concatenate([first, hr[:, :, : resp_len - 1]], axis=2).reshape(s, resp_len, -1)
-    else:
-        positions = tfm.positions_from_mask(attn_mask)  # [S, L]
-        hidden, _ = tfm.forward(
-            params,
-            cfg,
-            tokens[:, None],
-            positions[:, None],
-            key_mask=attn_mask[:, None].astype(bool),
-            remat=remat,
-            unroll=unroll,
-        )
-        h = hidden[:, 0, length - resp_len - 1 : length - 1]  # [S, T, D]
-    targets = tokens[:, length - resp_len :]  # [S, T]
-    chunk_tokens = min(chunk * tokens.shape[0], HEAD_CHUNK_TOKENS)
-    lp, ent = fused_token_logprobs(params, cfg, h, targets, temperature, chunk_tokens, head_dtype)
+    h = response_hidden(
+        params, cfg, tokens, attn_mask, resp_len, remat=remat, prompt_group=prompt_group
+    )
+    targets = tokens[:, tokens.shape[1] - resp_len :]  # [S, T]
+    c = head_chunk_tokens(chunk, tokens.shape[0])
+    lp, ent = fused_token_logprobs(params, cfg, h, targets, temperature, c, head_dtype)
     return (lp, ent) if with_entropy else lp
 
 
@@ -320,6 +242,33 @@ def _split(x: jax.Array, n_mb: int, n_micro: int) -> jax.Array:
 
 def _global_norm(tree) -> jax.Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
+
+
+def _loss_kwargs(loss: LossConfig) -> dict:
+    """The static arguments of `rl.token_losses` in ``loss``."""
+    return {
+        "clip_eps_low": loss.clip_eps_low,
+        "clip_eps_high": loss.clip_eps_high,
+        "dual_clip_c": loss.dual_clip_c,
+        "kl_type": loss.kl_type,
+    }
+
+
+def _weighted_token_loss(lp, ent, aux, *, loss: LossConfig):
+    """``w_t l_t`` ``[n]``: `rl.token_losses` weighted by `rl.aggregate_weights` (the
+    per-token loss `fused_head_loss` differentiates in the LM head's forward pass)."""
+    tok, coefs = aux
+    total, _ = rl.token_losses(
+        lp,
+        tok["old_logprobs"],
+        tok["advantages"],
+        tok["mask"],
+        tok.get("ref_logprobs"),
+        ent if loss.use_entropy else None,
+        **_loss_kwargs(loss),
+        **coefs,
+    )
+    return tok["weight"] * total
 
 
 def train_step(
@@ -350,34 +299,71 @@ def train_step(
     data = jax.tree.map(lambda x: _split(x, n_mb, n_micro), batch)
 
     def micro_objective(p, m):
-        lp, ent = sequence_logprobs(
+        ref = m.get("ref_logprobs") if loss.kl_as_loss else None
+        coefs = {
+            "kl_coef": hyper["kl_coef"] if loss.kl_as_loss else 0.0,
+            "entropy_coef": hyper["entropy_coef"] if loss.use_entropy else 0.0,
+        }
+        group = math.gcd(loss.prompt_group, micro)
+        if not loss.grad_in_forward:
+            lp, ent = sequence_logprobs(
+                p,
+                cfg,
+                m["tokens"],
+                m["attn_mask"],
+                t,
+                hyper["temperature"],
+                chunk=loss.logprob_chunk,
+                with_entropy=True,
+                remat=loss.remat,
+                head_dtype=loss.head_dtype,
+                prompt_group=group,
+            )
+            num, _, stats = rl.policy_objective(
+                lp,
+                m["old_logprobs"],
+                m["advantages"],
+                m["resp_mask"],
+                ref_logprobs=ref,
+                entropies=ent,
+                agg_mode=loss.agg_mode,
+                max_len=t,
+                **_loss_kwargs(loss),
+                **coefs,
+            )
+            return num, stats
+        h = response_hidden(
+            p, cfg, m["tokens"], m["attn_mask"], t, remat=loss.remat, prompt_group=group
+        )  # [micro, T, D]
+        tok = {
+            "old_logprobs": m["old_logprobs"],
+            "advantages": m["advantages"],
+            "mask": m["resp_mask"],
+            "weight": rl.aggregate_weights(m["resp_mask"], loss.agg_mode, t),
+        }
+        if ref is not None:
+            tok["ref_logprobs"] = ref
+        num, lp, ent = fused_head_loss(
             p,
             cfg,
-            m["tokens"],
-            m["attn_mask"],
-            t,
+            h,
+            m["tokens"][:, -t:],
             hyper["temperature"],
-            chunk=loss.logprob_chunk,
-            with_entropy=True,
-            remat=loss.remat,
-            head_dtype=loss.head_dtype,
-            prompt_group=math.gcd(loss.prompt_group, micro),
+            head_chunk_tokens(loss.logprob_chunk, micro),
+            loss.head_dtype,
+            functools.partial(_weighted_token_loss, loss=loss),
+            tok,
+            coefs,
         )
-        num, _, stats = rl.policy_objective(
+        _, stats = rl.token_losses(
             lp,
             m["old_logprobs"],
             m["advantages"],
             m["resp_mask"],
-            ref_logprobs=m.get("ref_logprobs") if loss.kl_as_loss else None,
-            entropies=ent,
-            clip_eps_low=loss.clip_eps_low,
-            clip_eps_high=loss.clip_eps_high,
-            dual_clip_c=loss.dual_clip_c,
-            kl_coef=hyper["kl_coef"] if loss.kl_as_loss else 0.0,
-            kl_type=loss.kl_type,
-            entropy_coef=hyper["entropy_coef"] if loss.use_entropy else 0.0,
-            agg_mode=loss.agg_mode,
-            max_len=t,
+            ref,
+            ent,
+            **_loss_kwargs(loss),
+            **coefs,
         )
         return num, stats
 

@@ -1,0 +1,244 @@
+"""The fused LM head: per-token log-probs and entropies of sampled tokens, and losses on them.
+
+For hidden states ``h [S, T, D]``, targets ``y [S, T]``, head ``W [V, D]`` and
+temperature ``tau`` the head computes, ``chunk`` tokens at a time (never an
+``[S*T, V]`` logits block)::
+
+    z = W h / tau,   lp = z_y - logsumexp(z),   ent = logsumexp(z) - E,   E = sum_v p_v z_v
+
+`fused_token_logprobs` returns (lp, ent) with a hand-written VJP (the backward pass
+recomputes each chunk's logits); `fused_head_loss` returns a per-token loss's sum and
+takes the head's gradient in the forward pass (no recompute). Matmul operands may be
+bf16 (``head_dtype``) with fp32 accumulation, softmax and weight gradient.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from ttrl_jax.models import transformer as tfm
+from ttrl_jax.models.config import ModelConfig
+
+# Tokens per chunk of the fused LM-head log-prob: a [chunk, V] logits block stays small
+# enough to be produced, reduced and consumed while cached (measured best at 256-1024 on
+# CPU; a whole [S*T, V] block is ~2.5x slower per FLOP).
+HEAD_CHUNK_TOKENS = 512
+
+
+def _head_logits(x, w, tau, dtype):
+    """z = x W^T / tau ``[n, V]`` in fp32, from ``dtype`` operands (fp32 accumulation)."""
+    z = jnp.einsum("nd,vd->nv", x.astype(dtype), w, preferred_element_type=jnp.float32)
+    return z / tau
+
+
+def _head_chunk_fwd(x, y, w, tau, dtype):
+    """One chunk: z = x W^T / tau ``[n, V]`` (fp32) -> lp, lse, E = sum_v p_v z_v ``[n]``."""
+    z = _head_logits(x, w, tau, dtype)
+    m = jnp.max(z, axis=-1, keepdims=True)
+    e = jnp.exp(z - m)
+    s = jnp.sum(e, axis=-1)
+    lse = m[:, 0] + jnp.log(s)
+    mean_z = jnp.sum(e * z, axis=-1) / s
+    lp = jnp.take_along_axis(z, y[:, None], axis=-1)[:, 0] - lse
+    return lp, lse, mean_z
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _fused_head(xs, ys, w, tau, dtype):
+    """``xs [C, n, D]``, ``ys [C, n]``, ``w [V, D]`` -> (log-probs, entropies) ``[C, n]``;
+    the head's matmuls take ``dtype`` operands."""
+    return _fused_head_fwd(xs, ys, w, tau, dtype)[0]
+
+
+def _fused_head_fwd(xs, ys, w, tau, dtype):
+    wc = w.astype(dtype)
+    lp, lse, mean_z = jax.lax.map(lambda a: _head_chunk_fwd(a[0], a[1], wc, tau, dtype), (xs, ys))
+    return (lp, lse - mean_z), (xs, ys, w, tau, lse, mean_z)
+
+
+def _fused_head_bwd(dtype, res, cot):
+    """dz = g_lp (onehot(y) - p) - g_ent p (z - E);  dx = dz W / tau,  dW = dz^T x / tau."""
+    xs, ys, w, tau, lse, mean_z = res
+    g_lp, g_ent = cot  # [C, n] each
+    wc = w.astype(dtype)
+
+    def chunk(dw, a):
+        x, y, l, mz, gl, ge = a
+        z = _head_logits(x, wc, tau, dtype)
+        p = jnp.exp(z - l[:, None])
+        hit = jnp.arange(z.shape[-1])[None, :] == y[:, None]
+        dz = jnp.where(hit, gl[:, None], 0.0) - p * (gl[:, None] + ge[:, None] * (z - mz[:, None]))
+        dz = (dz / tau).astype(dtype)  # [n, V]
+        dx = jnp.einsum("nv,vd->nd", dz, wc, preferred_element_type=jnp.float32)
+        dw = dw + jnp.einsum("nv,nd->vd", dz, x.astype(dtype), preferred_element_type=jnp.float32)
+        return dw, dx.astype(x.dtype)
+
+    dw0 = jnp.zeros(w.shape, jnp.float32)  # accumulated in fp32, returned in w's dtype
+    dw, dxs = jax.lax.scan(chunk, dw0, (xs, ys, lse, mean_z, g_lp, g_ent))
+    return dxs, None, dw.astype(w.dtype), jnp.zeros_like(tau)
+
+
+_fused_head.defvjp(_fused_head_fwd, _fused_head_bwd)
+
+
+def _head_softmax_stats(x, y, wc, tau, dtype):
+    """One chunk's z ``[n, V]``, p = softmax(z) ``[n, V]``, E = sum_v p_v z_v ``[n, 1]``,
+    lp = z_y - lse and ent = lse - E ``[n]``."""
+    z = _head_logits(x, wc, tau, dtype)
+    m = jnp.max(z, axis=-1, keepdims=True)
+    e = jnp.exp(z - m)
+    s = jnp.sum(e, axis=-1, keepdims=True)
+    lse = (m + jnp.log(s))[:, 0]
+    p = e / s
+    mean_z = jnp.sum(p * z, axis=-1, keepdims=True)
+    lp = jnp.take_along_axis(z, y[:, None], axis=-1)[:, 0] - lse
+    return z, p, mean_z, lp, lse - mean_z[:, 0]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def _fused_head_loss(xs, ys, w, tau, aux, dtype, token_loss):
+    """``sum_t token_loss(lp, ent, aux)_t`` and (lp, ent) ``[C, n]`` (not differentiable)."""
+    wc = w.astype(dtype)
+    lp, lse, mean_z = jax.lax.map(lambda a: _head_chunk_fwd(a[0], a[1], wc, tau, dtype), (xs, ys))
+    ent = lse - mean_z
+    return jnp.sum(token_loss(lp, ent, aux)), lp, ent
+
+
+def _fused_head_loss_fwd(xs, ys, w, tau, aux, dtype, token_loss):
+    """Forward and gradient at once: per chunk, ``(g_lp, g_ent) = d token_loss / d(lp, ent)``
+    (elementwise per token), then dz, dx = dz W / tau and dW += dz^T x / tau."""
+    wc = w.astype(dtype)
+    tok_aux, scalars = aux
+
+    def chunk(dw, a):
+        x, y, ta = a
+        z, p, mean_z, lp, ent = _head_softmax_stats(x, y, wc, tau, dtype)
+        val, vjp = jax.vjp(lambda lp_, ent_: token_loss(lp_, ent_, (ta, scalars)), lp, ent)
+        gl, ge = vjp(jnp.ones_like(val))  # [n] each
+        hit = jnp.arange(z.shape[-1])[None, :] == y[:, None]
+        dz = jnp.where(hit, gl[:, None], 0.0) - p * (gl[:, None] + ge[:, None] * (z - mean_z))
+        dz = (dz / tau).astype(dtype)  # [n, V]
+        dx = jnp.einsum("nv,vd->nd", dz, wc, preferred_element_type=jnp.float32)
+        dw = dw + jnp.einsum("nv,nd->vd", dz, x.astype(dtype), preferred_element_type=jnp.float32)
+        return dw, (jnp.sum(val), lp, ent, dx.astype(x.dtype))
+
+    dw0 = jnp.zeros(w.shape, jnp.float32)
+    dw, (vals, lp, ent, dxs) = jax.lax.scan(chunk, dw0, (xs, ys, tok_aux))
+    return (jnp.sum(vals), lp, ent), (dxs, dw.astype(w.dtype), aux, tau)
+
+
+def _fused_head_loss_bwd(dtype, token_loss, res, cot):
+    """The loss's cotangent scales the gradients taken in the forward pass; lp and ent
+    leave `fused_head_loss` through ``stop_gradient``, so their cotangents are zero."""
+    dxs, dw, aux, tau = res
+    g = cot[0]
+    zeros = jax.tree.map(jnp.zeros_like, aux)
+    return (g * dxs).astype(dxs.dtype), None, (g * dw).astype(dw.dtype), jnp.zeros_like(tau), zeros
+
+
+_fused_head_loss.defvjp(_fused_head_loss_fwd, _fused_head_loss_bwd)
+
+
+def _chunks(x: jax.Array, chunk: int) -> jax.Array:
+    """``[S, T, ...] -> [C, c, ...]``: the S*T tokens in chunks of ``c = min(chunk, S*T)``,
+    the last one zero-padded."""
+    n = x.shape[0] * x.shape[1]
+    c = max(1, min(chunk, n))
+    flat = x.reshape((n,) + x.shape[2:])
+    flat = jnp.pad(flat, [(0, (-n) % c)] + [(0, 0)] * (x.ndim - 2))
+    return flat.reshape((-1, c) + x.shape[2:])
+
+
+def _unchunk(x: jax.Array, s: int, t: int) -> jax.Array:
+    """``[C, c] -> [S, T]`` (drops the padding of `_chunks`)."""
+    return x.reshape(-1)[: s * t].reshape(s, t)
+
+
+def fused_token_logprobs(
+    params,
+    cfg: ModelConfig,
+    hidden: jax.Array,
+    targets: jax.Array,
+    temperature,
+    chunk: int,
+    head_dtype: str = "",
+):
+    """Per-token log-probs and entropies through the LM head, fused, with a hand-written VJP.
+
+    For each token with hidden state h and target y (tau the temperature, W ``[V, D]``)::
+
+        z = W h / tau,  lp = z_y - logsumexp(z),  ent = logsumexp(z) - E,  E = sum_v p_v z_v
+        d lp / dz = onehot(y) - p,           d ent / dz = -p (z - E)
+
+    The S*T tokens are processed ``chunk`` at a time; the backward pass recomputes each
+    chunk's logits once and turns them straight into ``dh`` and ``dW`` (no max/sum passes,
+    no scatter of the target one-hot, no ``[S*T, V]`` block). Peak extra memory is a few
+    ``[chunk, V]`` fp32 blocks; only ``lse`` and ``E`` ``[S*T]`` are saved for backward.
+
+    Args:
+      hidden: ``[S, T, D]`` hidden states whose next token is ``targets`` ``[S, T]``.
+      chunk: tokens per chunk.
+      head_dtype: dtype of the head's matmul operands ("" : the weight's own). bfloat16
+        with fp32 params is the mixed-precision head: bf16 operands, fp32 accumulation and
+        softmax, dW accumulated and returned in fp32 (the sampler's ``head_dtype`` twin).
+
+    Returns:
+      logprobs, entropies ``[S, T]`` fp32.
+    """
+    s, t, _ = hidden.shape
+    w = tfm.lm_head_weight(params, cfg).T  # [V, D]
+    xs, ys = _chunks(hidden, chunk), _chunks(targets, chunk)
+    tau = jnp.asarray(temperature, jnp.float32)
+    lp, ent = _fused_head(xs, ys, w, tau, jnp.dtype(head_dtype or w.dtype))
+    return _unchunk(lp, s, t), _unchunk(ent, s, t)
+
+
+def fused_head_loss(
+    params,
+    cfg: ModelConfig,
+    hidden: jax.Array,
+    targets: jax.Array,
+    temperature,
+    chunk: int,
+    head_dtype: str,
+    token_loss,
+    token_aux: dict,
+    scalars: dict,
+):
+    """``sum_t token_loss(lp, ent)_t`` through the LM head, its gradient taken in the forward.
+
+    When the loss is a sum of per-token terms, each a function of that token's log-prob
+    and entropy only (`rl.token_losses` times `rl.aggregate_weights`), the head needs no
+    backward pass of its own: each chunk's logits give lp and ent, then at once
+    ``(g_lp, g_ent) = d l_t / d(lp_t, ent_t)`` and (as in `fused_token_logprobs`)::
+
+        dz = g_lp (onehot(y) - p) - g_ent p (z - E),   dh = dz W / tau,   dW += dz^T h / tau
+
+    Three ``[chunk, V] x D`` matmuls per chunk instead of four (no logits recompute in the
+    backward pass); the saved ``dh`` ``[S, T, D]`` and ``dW`` are scaled by the loss's
+    cotangent in the backward pass.
+
+    Args:
+      hidden, targets, temperature, chunk, head_dtype: as in `fused_token_logprobs`.
+      token_loss: ``(lp [n], ent [n], (aux, scalars)) -> [n]`` elementwise per token (the
+        weighted per-token loss; static, it is traced once per chunk).
+      token_aux: per-token inputs ``[S, T]`` of ``token_loss`` (padded chunks get zeros:
+        the weight must make their terms vanish).
+      scalars: scalar inputs of ``token_loss`` (e.g. traced coefficients).
+
+    Returns:
+      (loss, logprobs ``[S, T]``, entropies ``[S, T]``); only the loss is differentiable.
+    """
+    s, t, _ = hidden.shape
+    w = tfm.lm_head_weight(params, cfg).T  # [V, D]
+    aux = (jax.tree.map(lambda a: _chunks(jnp.broadcast_to(a, (s, t)), chunk), token_aux), scalars)
+    tau = jnp.asarray(temperature, jnp.float32)
+    dtype = jnp.dtype(head_dtype or w.dtype)
+    loss, lp, ent = _fused_head_loss(
+        _chunks(hidden, chunk), _chunks(targets, chunk), w, tau, aux, dtype, token_loss
+    )
+    lp, ent = jax.lax.stop_gradient((lp, ent))
+    return loss, _unchunk(lp, s, t), _unchunk(ent, s, t)
