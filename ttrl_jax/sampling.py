@@ -170,9 +170,9 @@ def _decode_layers(
     new_k, new_v = [], []
     for i, lp in enumerate(layers):
         n = tfm.rms_norm(x, lp["attn_norm"], cfg.rms_norm_eps)
-        q = jnp.einsum("bmd,dhe->bmhe", n, lp["wq"])  # [B, M, H, Dh]
-        k = jnp.einsum("bmd,dke->bmke", n, lp["wk"])  # [B, M, K, Dh]
-        v = jnp.einsum("bmd,dke->bmke", n, lp["wv"])
+        q = tfm.mm("bmd,dhe->bmhe", n, lp["wq"])  # [B, M, H, Dh]
+        k = tfm.mm("bmd,dke->bmke", n, lp["wk"])  # [B, M, K, Dh]
+        v = tfm.mm("bmd,dke->bmke", n, lp["wv"])
         if cfg.qkv_bias:
             q, k, v = q + lp["bq"], k + lp["bk"], v + lp["bv"]
         q = tfm.apply_rope(q[:, :, None], pos[:, :, None], inv_freq)[:, :, 0]
@@ -197,14 +197,14 @@ def _decode_layers(
             "bmkrp,bkpd->bmkrd", e_pre, prefix["v"][i], preferred_element_type=f32
         )
         o = (o / den[..., None]).astype(x.dtype).reshape(b, m, kh * r, dh)  # [B, M, H, Dh]
-        o = jnp.einsum("bmhe,hed->bmd", o, lp["wo"])
+        o = tfm.mm("bmhe,hed->bmd", o, lp["wo"])
         x = x + (o + lp["bo"] if cfg.o_bias else o)
         n = tfm.rms_norm(x, lp["mlp_norm"], cfg.rms_norm_eps)
-        gate = jnp.einsum("bmd,df->bmf", n, lp["w_gate"])
-        up = jnp.einsum("bmd,df->bmf", n, lp["w_up"])
+        gate = tfm.mm("bmd,df->bmf", n, lp["w_gate"])
+        up = tfm.mm("bmd,df->bmf", n, lp["w_up"])
         if cfg.mlp_bias:
             gate, up = gate + lp["b_gate"], up + lp["b_up"]
-        down = jnp.einsum("bmf,fd->bmd", jax.nn.silu(gate) * up, lp["w_down"])
+        down = tfm.mm("bmf,fd->bmd", jax.nn.silu(gate) * up, lp["w_down"])
         x = x + (down + lp["b_down"] if cfg.mlp_bias else down)
         new_k.append(ck)
         new_v.append(cv)

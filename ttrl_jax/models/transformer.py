@@ -158,6 +158,16 @@ def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.A
     return x * cos + rotated * sin
 
 
+def mm(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
+    """``einsum(spec, a, b)`` accumulated in fp32, returned in ``a``'s dtype.
+
+    Same numbers as a plain einsum; the fp32 output is what lets XLA CPU run bf16 x bf16
+    dots in its native bf16 kernels (a dot with a bf16 output is upcast to an fp32 dot,
+    half the speed: measured 189 vs 407 GFLOP/s on 2048 x 768 x 2048).
+    """
+    return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32).astype(a.dtype)
+
+
 def _attend(q, k, v, mask, prefix_k=None, prefix_v=None, prefix_mask=None):
     """Grouped-query attention over the group's own keys and an optional shared prefix.
 
@@ -178,22 +188,22 @@ def _attend(q, k, v, mask, prefix_k=None, prefix_v=None, prefix_mask=None):
     s_own = jnp.where(mask[:, :, None, None], s_own, _NEG)
     if prefix_k is None:
         probs = jax.nn.softmax(s_own, axis=-1).astype(v.dtype)
-        return jnp.einsum("bgkrls,bgskd->bglkrd", probs, v)
+        return mm("bgkrls,bgskd->bglkrd", probs, v)
     s_pre = (
         jnp.einsum("bglkrd,bpkd->bgkrlp", q, prefix_k, preferred_element_type=jnp.float32) * scale
     )  # [B, G, K, R, L, P]
     s_pre = jnp.where(prefix_mask[:, None, None, None, None, :], s_pre, _NEG)
     p = prefix_k.shape[1]
     probs = jax.nn.softmax(jnp.concatenate([s_pre, s_own], axis=-1), axis=-1).astype(v.dtype)
-    return jnp.einsum("bgkrlp,bpkd->bglkrd", probs[..., :p], prefix_v) + jnp.einsum(
+    return mm("bgkrlp,bpkd->bglkrd", probs[..., :p], prefix_v) + mm(
         "bgkrls,bgskd->bglkrd", probs[..., p:], v
     )
 
 
 def _swiglu_fwd(n, w_gate, w_up, w_down):
-    gate = jnp.dot(n, w_gate)  # [N, F]
-    up = jnp.dot(n, w_up)  # [N, F]
-    y = jnp.dot(jax.nn.silu(gate) * up, w_down)  # [N, D]
+    gate = mm("nd,df->nf", n, w_gate)  # [N, F]
+    up = mm("nd,df->nf", n, w_up)  # [N, F]
+    y = mm("nf,fd->nd", jax.nn.silu(gate) * up, w_down)  # [N, D]
     return y, (n, gate, up, w_gate, w_up, w_down)
 
 
@@ -221,12 +231,12 @@ def _swiglu_bwd(res, dy):
     g, u = gate.astype(jnp.float32), up.astype(jnp.float32)
     s = jax.nn.sigmoid(g)
     a = g * s
-    dh = jnp.dot(dy, w_down.T, preferred_element_type=jnp.float32)  # [N, F]
+    dh = jnp.einsum("nd,fd->nf", dy, w_down, preferred_element_type=jnp.float32)  # [N, F]
     d_down = jnp.dot((a * u).astype(dy.dtype).T, dy, preferred_element_type=jnp.float32)
     dg = (dh * u * s * (1.0 + g * (1.0 - s))).astype(n.dtype)  # [N, F]
     du = (dh * a).astype(n.dtype)
-    dn = jnp.dot(dg, w_gate.T, preferred_element_type=jnp.float32) + jnp.dot(
-        du, w_up.T, preferred_element_type=jnp.float32
+    dn = jnp.einsum("nf,df->nd", dg, w_gate, preferred_element_type=jnp.float32) + jnp.einsum(
+        "nf,df->nd", du, w_up, preferred_element_type=jnp.float32
     )  # [N, D]
     d_gate = jnp.dot(n.T, dg, preferred_element_type=jnp.float32)  # [D, F]
     d_up = jnp.dot(n.T, du, preferred_element_type=jnp.float32)
@@ -246,9 +256,9 @@ def _block(cfg: ModelConfig, lp: Params, x, positions, inv_freq, attn_kv):
     b, g, l, _ = x.shape
     kh, r, dh = cfg.num_kv_heads, cfg.num_heads // cfg.num_kv_heads, cfg.head_dim
     n = rms_norm(x, lp["attn_norm"], cfg.rms_norm_eps)
-    q = jnp.einsum("bgld,dhe->bglhe", n, lp["wq"])  # [B, G, L, H, Dh]
-    k = jnp.einsum("bgld,dke->bglke", n, lp["wk"])  # [B, G, L, K, Dh]
-    v = jnp.einsum("bgld,dke->bglke", n, lp["wv"])
+    q = mm("bgld,dhe->bglhe", n, lp["wq"])  # [B, G, L, H, Dh]
+    k = mm("bgld,dke->bglke", n, lp["wk"])  # [B, G, L, K, Dh]
+    v = mm("bgld,dke->bglke", n, lp["wv"])
     if cfg.qkv_bias:
         q, k, v = q + lp["bq"], k + lp["bk"], v + lp["bv"]
     q = apply_rope(q, positions, inv_freq)
@@ -256,7 +266,7 @@ def _block(cfg: ModelConfig, lp: Params, x, positions, inv_freq, attn_kv):
     k_all, v_all, mask, prefix, aux = attn_kv(k, v)
     q = q.reshape(b, g, l, kh, r, dh)
     o = _attend(q, k_all, v_all, mask, *prefix).reshape(b, g, l, kh * r, dh)
-    o = jnp.einsum("bglhe,hed->bgld", o, lp["wo"])
+    o = mm("bglhe,hed->bgld", o, lp["wo"])
     if cfg.o_bias:
         o = o + lp["bo"]
     x = x + o
