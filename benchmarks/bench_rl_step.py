@@ -81,7 +81,7 @@ def ours_config(model_dir: str, data: str, out: str, a):
 
     c = default_config()
     c.output_dir = out
-    c.model.path, c.model.dtype, c.model.remat = model_dir, "float32", a.remat
+    c.model.path, c.model.dtype, c.model.remat = model_dir, a.model_dtype, a.remat
     c.mesh.data = 1
     c.data.dataset, c.data.id_key = data, "id"
     c.data.prompts_per_step, c.data.prompt_bucket, c.data.shuffle = a.prompts, 16, False
@@ -250,6 +250,7 @@ def worker(a) -> None:
 SIDES = {
     "ours": ("ttrl-jax", "ours", []),
     "ours-bf16head": ("ttrl-jax, bf16 LM head", "ours", ["--head-dtype", "bfloat16"]),
+    "ours-bf16": ("ttrl-jax, bf16 params", "ours", ["--model-dtype", "bfloat16"]),
     "trl": ("TRL 1.16 GRPOTrainer", "trl", []),
 }
 # The target, <= 4 s per step, was set on a machine where TRL took 36.0 s per
@@ -304,6 +305,7 @@ def main(argv=None) -> None:
     p.add_argument("--only", nargs="+", choices=tuple(SIDES), help="run these sides only")
     p.add_argument("--remat", action="store_true", help="ours: rematerialise blocks (default off)")
     p.add_argument("--head-dtype", default="", help=argparse.SUPPRESS)
+    p.add_argument("--model-dtype", default="float32", help=argparse.SUPPRESS)
     p.add_argument("--worker", choices=("ours", "trl"), help=argparse.SUPPRESS)
     p.add_argument("--model-dir", help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
