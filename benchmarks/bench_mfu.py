@@ -8,7 +8,7 @@ hidden 768, 12 layers, 12 heads (Dh 64), 4 kv heads, SwiGLU 2048, vocab 32000, t
 embeddings, q/k/v biases (N_body = 75.5M in the blocks, N_emb = 24.6M; 100.1M total).
 
 Model FLOPs per update (the PaLM convention: matmuls only, causal masking not
-discounted, rematerialisation and the LM-head recompute not counted)::
+discounted, rematerialisation not counted)::
 
     F = 6 N_body S L  +  6 N_emb S T  +  12 n_layers H Dh L (S L)
         (blocks)         (LM head, response tokens only)   (q k^T and p v, fwd + bwd)

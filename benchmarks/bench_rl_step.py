@@ -20,10 +20,11 @@ Ours drives the library's real path: `ttrl_jax.trainer.Trainer.train_one_step`
 jitted, donated `train_step`). TRL's reward is written the way a TRL user would: a
 regex answer extractor and a `collections.Counter` majority per prompt group.
 
-Ours runs twice: fp32 throughout, and with the mixed-precision LM head
+Ours runs three times: fp32 throughout; with the mixed-precision LM head
 (``model.head_dtype=bfloat16``: bf16 operands, fp32 accumulation, softmax and weight
 gradient, in the sampler, the reference log-probs and the update alike, so the
-sampler's log-probs stay the trainer's). TRL runs fp32.
+sampler's log-probs stay the trainer's); and with bf16 params (``model.dtype=bfloat16``,
+the library's default: fp32 master weights and optimizer state). TRL runs fp32.
 
 Each side runs in its own subprocess (so its peak RSS is its own): 1 untimed warm-up
 step (compilation for ours) and ``--steps`` timed steps; the median of each phase is
@@ -320,8 +321,8 @@ def main(argv=None) -> None:
         f"bench_rl_step: one TTRL/GRPO step, ttrl-jax vs TRL GRPOTrainer{' (smoke)' * a.smoke}"
     )
     print(
-        f"model {dims}, fp32; {a.prompts} prompts x {a.samples} samples x {a.new_tokens} new "
-        f"tokens (EOS blocked); 1 update/step, k3 KL beta 0.04; ours remat={a.remat}; "
+        f"model {dims}, fp32 checkpoint; {a.prompts} prompts x {a.samples} samples x "
+        f"{a.new_tokens} new tokens (EOS blocked); 1 update/step, k3 KL beta 0.04; ours remat={a.remat}; "
         f"1 warm-up + {a.steps} timed steps, medians",
         flush=True,
     )
