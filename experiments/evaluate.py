@@ -14,9 +14,10 @@
 
 import json
 import os
-import sys
 
-from absl import app, flags
+from absl import flags
+
+from experiments.cli import run_main
 
 flags.DEFINE_string("checkpoint", None, "HF directory, orbax run directory or checkpoints dir.")
 flags.DEFINE_string("step", "latest", "Orbax step: a number, 'latest' or 'best'.")
@@ -110,11 +111,8 @@ def main(argv):
 
 
 def run():
-    try:
-        app.run(main)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    """Entry point: one error line and exit status 2 on a bad path or value."""
+    run_main(main, (FileNotFoundError, ValueError))
 
 
 if __name__ == "__main__":

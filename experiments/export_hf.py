@@ -3,9 +3,9 @@
 python -m experiments.export_hf --checkpoint=runs/ttrl --step=best --out=exports/ttrl-best
 """
 
-import sys
+from absl import flags
 
-from absl import app, flags
+from experiments.cli import run_main
 
 flags.DEFINE_string("checkpoint", None, "Orbax run directory or checkpoints directory.")
 flags.DEFINE_string("step", "latest", "A step number, 'latest' or 'best'.")
@@ -28,11 +28,8 @@ def main(argv):
 
 
 def run():
-    try:
-        app.run(main)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    """Entry point: one error line and exit status 2 on a bad path or value."""
+    run_main(main, (FileNotFoundError, ValueError))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,9 @@ import json
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
+
+from experiments.cli import run_main
 
 flags.DEFINE_string("model_config", None, "An HF config.json (or the model directory).")
 flags.DEFINE_enum(
@@ -183,11 +185,7 @@ def run():
     if measure and measure[-1] in ("--measure", "--measure=true") and "XLA_FLAGS" not in os.environ:
         # enough fake CPU devices for the mesh (only used when the backend is the CPU)
         os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=64"
-    try:
-        app.run(main)
-    except (ValueError, FileNotFoundError, flags.Error) as e:
-        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
-        sys.exit(2)
+    run_main(main, (ValueError, FileNotFoundError, flags.Error))
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@ Unknown config keys, bad values and missing paths print one error line and exit 
 import logging
 import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
+
+from experiments.cli import run_main
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config preset (.py).")
 flags.DEFINE_string(
@@ -63,11 +65,7 @@ def main(argv):
 
 def run():
     """Entry point that turns config-parsing errors into one line and exit code 2."""
-    try:
-        app.run(main)
-    except (KeyError, AttributeError, TypeError, ValueError, flags.Error) as e:
-        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
-        sys.exit(2)
+    run_main(main, (KeyError, AttributeError, TypeError, ValueError, flags.Error))
 
 
 if __name__ == "__main__":
