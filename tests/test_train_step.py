@@ -342,7 +342,7 @@ def test_train_step_and_logprob_fn_with_prompt_groups():
             np.testing.assert_allclose(a, b, atol=2e-5)
 
 
-def _token_loss_parts(h, y):
+def _token_loss_parts():
     """Per-token loss inputs ``[3, 7]`` for `rl.token_losses` with PPO clipping, dual clip,
     k3 KL and an entropy bonus all active, and seq-mean-token-mean weights."""
     rng = np.random.RandomState(8)
@@ -364,7 +364,7 @@ def test_fused_head_loss_matches_autodiff_of_the_token_loss(tie, dtype):
     the gradients of the hidden states and head weights; its lp/ent outputs carry none."""
     cfg = CFG if tie else dataclasses.replace(CFG, tie_word_embeddings=False)
     params, h, y, _, tau = _head_inputs(cfg, 9)
-    tok, coefs = _token_loss_parts(h, y)
+    tok, coefs = _token_loss_parts()
     loss_cfg = ts.LossConfig(kl_as_loss=True, use_entropy=True)
     token_loss = functools.partial(ts._weighted_token_loss, loss=loss_cfg)
 

@@ -60,6 +60,14 @@ def _zeros_dwt(w):
     return jnp.zeros(w.shape[::-1], jnp.float32)
 
 
+def _dlogits(z, p, mean_z, y, g_lp, g_ent, tau, dtype):
+    """``dz = (g_lp (onehot(y) - p) - g_ent p (z - E)) / tau`` ``[n, V]`` in ``dtype``, from
+    the chunk's logits ``z``, softmax ``p``, ``E`` ``[n, 1]`` and cotangents ``[n]``."""
+    hit = jnp.arange(z.shape[-1])[None, :] == y[:, None]
+    dz = jnp.where(hit, g_lp[:, None], 0.0) - p * (g_lp[:, None] + g_ent[:, None] * (z - mean_z))
+    return (dz / tau).astype(dtype)
+
+
 def _head_grads(dwt, dz, xt, wc, x_dtype):
     """One chunk's ``dW^T += x^T dz`` ``[D, V]`` (fp32) and ``dx = dz W`` ``[n, D]``."""
     dwt = dwt + jnp.einsum("dn,nv->dv", xt, dz, preferred_element_type=jnp.float32)
@@ -89,10 +97,7 @@ def _fused_head_bwd(dtype, res, cot):
     def chunk(dwt, a):
         x, xt, y, l, mz, gl, ge = a
         z = _head_logits(x, wc, tau, dtype)
-        p = jnp.exp(z - l[:, None])
-        hit = jnp.arange(z.shape[-1])[None, :] == y[:, None]
-        dz = jnp.where(hit, gl[:, None], 0.0) - p * (gl[:, None] + ge[:, None] * (z - mz[:, None]))
-        dz = (dz / tau).astype(dtype)  # [n, V]
+        dz = _dlogits(z, jnp.exp(z - l[:, None]), mz[:, None], y, gl, ge, tau, dtype)
         return _head_grads(dwt, dz, xt, wc, x.dtype)
 
     dwt, dxs = jax.lax.scan(
@@ -121,9 +126,7 @@ def _head_softmax_stats(x, y, wc, tau, dtype):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
 def _fused_head_loss(xs, ys, w, tau, aux, dtype, token_loss):
     """``sum_t token_loss(lp, ent, aux)_t`` and (lp, ent) ``[C, n]`` (not differentiable)."""
-    wc = w.astype(dtype)
-    lp, lse, mean_z = jax.lax.map(lambda a: _head_chunk_fwd(a[0], a[1], wc, tau, dtype), (xs, ys))
-    ent = lse - mean_z
+    lp, ent = _fused_head(xs, ys, w, tau, dtype)
     return jnp.sum(token_loss(lp, ent, aux)), lp, ent
 
 
@@ -138,9 +141,7 @@ def _fused_head_loss_fwd(xs, ys, w, tau, aux, dtype, token_loss):
         z, p, mean_z, lp, ent = _head_softmax_stats(x, y, wc, tau, dtype)
         val, vjp = jax.vjp(lambda lp_, ent_: token_loss(lp_, ent_, (ta, scalars)), lp, ent)
         gl, ge = vjp(jnp.ones_like(val))  # [n] each
-        hit = jnp.arange(z.shape[-1])[None, :] == y[:, None]
-        dz = jnp.where(hit, gl[:, None], 0.0) - p * (gl[:, None] + ge[:, None] * (z - mean_z))
-        dz = (dz / tau).astype(dtype)  # [n, V]
+        dz = _dlogits(z, p, mean_z, y, gl, ge, tau, dtype)
         dwt, dx = _head_grads(dwt, dz, xt, wc, x.dtype)
         return dwt, (jnp.sum(val), lp, ent, dx)
 

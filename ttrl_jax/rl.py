@@ -421,7 +421,7 @@ def token_losses(
               - entropy_coef * H_t               (if entropies given: entropy bonus)
 
     Each ``l_t`` depends on its own token's log-prob and entropy only, which is what lets
-    the LM head take its gradient in the forward pass (`train_step.fused_head_loss`).
+    the LM head take its gradient in the forward pass (`lm_head.fused_head_loss`).
     Arguments as in `policy_objective`.
     """
     pg, pg_stats = ppo_clip_loss(

@@ -272,9 +272,9 @@ def _block(cfg: ModelConfig, lp: Params, x, positions, inv_freq, attn_kv):
     x = x + o
     n = rms_norm(x, lp["mlp_norm"], cfg.rms_norm_eps)
     if cfg.mlp_bias:
-        gate = jnp.einsum("bgld,df->bglf", n, lp["w_gate"]) + lp["b_gate"]
-        up = jnp.einsum("bgld,df->bglf", n, lp["w_up"]) + lp["b_up"]
-        down = jnp.einsum("bglf,fd->bgld", jax.nn.silu(gate) * up, lp["w_down"]) + lp["b_down"]
+        gate = mm("bgld,df->bglf", n, lp["w_gate"]) + lp["b_gate"]
+        up = mm("bgld,df->bglf", n, lp["w_up"]) + lp["b_up"]
+        down = mm("bglf,fd->bgld", jax.nn.silu(gate) * up, lp["w_down"]) + lp["b_down"]
     else:
         rows = n.reshape(-1, n.shape[-1])  # [N = B G L, D]
         down = swiglu(rows, lp["w_gate"], lp["w_up"], lp["w_down"]).reshape(x.shape)
