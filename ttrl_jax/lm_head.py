@@ -28,22 +28,33 @@ from ttrl_jax.models.config import ModelConfig
 HEAD_CHUNK_TOKENS = 512
 
 
-def _head_logits(x, w, tau, dtype):
-    """z = x W^T / tau ``[n, V]`` in fp32, from ``dtype`` operands (fp32 accumulation)."""
-    z = jnp.einsum("nd,vd->nv", x.astype(dtype), w, preferred_element_type=jnp.float32)
-    return z / tau
+def _head_logits(x, w, dtype):
+    """Raw logits r = x W^T ``[n, V]`` in fp32, from ``dtype`` operands (fp32 accumulation).
+
+    The temperature is applied inside the softmax passes (``z = r / tau``), never as a
+    pass of its own over the ``[n, V]`` block."""
+    return jnp.einsum("nd,vd->nv", x.astype(dtype), w, preferred_element_type=jnp.float32)
+
+
+def _softmax_stats(r, y, inv):
+    """Per row of raw logits ``r [n, V]`` at inverse temperature ``inv``: ``e = exp(z - max z)``
+    ``[n, V]`` (z = r inv), its sum ``s``, ``Er = sum_v p_v r_v``, ``lse = logsumexp(z)``
+    and ``lp = z_y - lse`` (``[n, 1]`` / ``[n]``). Two reductions over the block (the max,
+    then the sums of e and e r), no materialised z or p."""
+    m = jnp.max(r, axis=-1, keepdims=True)
+    e = jnp.exp((r - m) * inv)
+    s = jnp.sum(e, axis=-1, keepdims=True)
+    er = jnp.sum(e * r, axis=-1, keepdims=True) / s
+    lse = (m * inv + jnp.log(s))[:, 0]
+    lp = jnp.take_along_axis(r, y[:, None], axis=-1)[:, 0] * inv - lse
+    return e, s, er, lse, lp
 
 
 def _head_chunk_fwd(x, y, w, tau, dtype):
-    """One chunk: z = x W^T / tau ``[n, V]`` (fp32) -> lp, lse, E = sum_v p_v z_v ``[n]``."""
-    z = _head_logits(x, w, tau, dtype)
-    m = jnp.max(z, axis=-1, keepdims=True)
-    e = jnp.exp(z - m)
-    s = jnp.sum(e, axis=-1)
-    lse = m[:, 0] + jnp.log(s)
-    mean_z = jnp.sum(e * z, axis=-1) / s
-    lp = jnp.take_along_axis(z, y[:, None], axis=-1)[:, 0] - lse
-    return lp, lse, mean_z
+    """One chunk: lp, lse and ``E = sum_v p_v z_v`` ``[n]`` (z = x W^T / tau, fp32)."""
+    inv = 1.0 / tau
+    _, _, er, lse, lp = _softmax_stats(_head_logits(x, w, dtype), y, inv)
+    return lp, lse, er[:, 0] * inv
 
 
 def _transposed(xs, dtype):
@@ -60,12 +71,20 @@ def _zeros_dwt(w):
     return jnp.zeros(w.shape[::-1], jnp.float32)
 
 
-def _dlogits(z, p, mean_z, y, g_lp, g_ent, tau, dtype):
-    """``dz = (g_lp (onehot(y) - p) - g_ent p (z - E)) / tau`` ``[n, V]`` in ``dtype``, from
-    the chunk's logits ``z``, softmax ``p``, ``E`` ``[n, 1]`` and cotangents ``[n]``."""
-    hit = jnp.arange(z.shape[-1])[None, :] == y[:, None]
-    dz = jnp.where(hit, g_lp[:, None], 0.0) - p * (g_lp[:, None] + g_ent[:, None] * (z - mean_z))
-    return (dz / tau).astype(dtype)
+def _dlogits(r, e, s, er, y, g_lp, g_ent, inv, dtype):
+    """Gradient w.r.t. the raw logits ``r = x W^T`` ``[n, V]`` in ``dtype``::
+
+        dz = g_lp (onehot(y) - p) - g_ent p (z - E),   dr = dz / tau,   z = r / tau
+
+    from ``e``, ``s`` with ``p = e / s``, ``er = E tau`` ``[n, 1]`` and the cotangents
+    ``[n]``; per element ``dr = (onehot g_lp - e (a + b r)) / tau`` with per-row
+    ``a = (g_lp - g_ent er / tau) / s`` and ``b = g_ent / (tau s)``."""
+    hit = jnp.arange(r.shape[-1])[None, :] == y[:, None]
+    gl, ge = g_lp[:, None], g_ent[:, None]
+    a = (gl - ge * er * inv) / s
+    b = ge * inv / s
+    dr = jnp.where(hit, gl, 0.0) - e * (a + b * r)
+    return (dr * inv).astype(dtype)
 
 
 def _head_grads(dwt, dz, xt, wc, x_dtype):
@@ -94,10 +113,13 @@ def _fused_head_bwd(dtype, res, cot):
     g_lp, g_ent = cot  # [C, n] each
     wc = w.astype(dtype)
 
+    inv = 1.0 / tau
+
     def chunk(dwt, a):
         x, xt, y, l, mz, gl, ge = a
-        z = _head_logits(x, wc, tau, dtype)
-        dz = _dlogits(z, jnp.exp(z - l[:, None]), mz[:, None], y, gl, ge, tau, dtype)
+        r = _head_logits(x, wc, dtype)
+        p = jnp.exp(r * inv - l[:, None])  # e / s with s = 1
+        dz = _dlogits(r, p, 1.0, mz[:, None] * tau, y, gl, ge, inv, dtype)
         return _head_grads(dwt, dz, xt, wc, x.dtype)
 
     dwt, dxs = jax.lax.scan(
@@ -107,20 +129,6 @@ def _fused_head_bwd(dtype, res, cot):
 
 
 _fused_head.defvjp(_fused_head_fwd, _fused_head_bwd)
-
-
-def _head_softmax_stats(x, y, wc, tau, dtype):
-    """One chunk's z ``[n, V]``, p = softmax(z) ``[n, V]``, E = sum_v p_v z_v ``[n, 1]``,
-    lp = z_y - lse and ent = lse - E ``[n]``."""
-    z = _head_logits(x, wc, tau, dtype)
-    m = jnp.max(z, axis=-1, keepdims=True)
-    e = jnp.exp(z - m)
-    s = jnp.sum(e, axis=-1, keepdims=True)
-    lse = (m + jnp.log(s))[:, 0]
-    p = e / s
-    mean_z = jnp.sum(p * z, axis=-1, keepdims=True)
-    lp = jnp.take_along_axis(z, y[:, None], axis=-1)[:, 0] - lse
-    return z, p, mean_z, lp, lse - mean_z[:, 0]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
@@ -136,12 +144,16 @@ def _fused_head_loss_fwd(xs, ys, w, tau, aux, dtype, token_loss):
     wc = w.astype(dtype)
     tok_aux, scalars = aux
 
+    inv = 1.0 / tau
+
     def chunk(dwt, a):
         x, xt, y, ta = a
-        z, p, mean_z, lp, ent = _head_softmax_stats(x, y, wc, tau, dtype)
+        r = _head_logits(x, wc, dtype)
+        e, s, er, lse, lp = _softmax_stats(r, y, inv)
+        ent = lse - er[:, 0] * inv
         val, vjp = jax.vjp(lambda lp_, ent_: token_loss(lp_, ent_, (ta, scalars)), lp, ent)
         gl, ge = vjp(jnp.ones_like(val))  # [n] each
-        dz = _dlogits(z, p, mean_z, y, gl, ge, tau, dtype)
+        dz = _dlogits(r, e, s, er, y, gl, ge, inv, dtype)
         dwt, dx = _head_grads(dwt, dz, xt, wc, x.dtype)
         return dwt, (jnp.sum(val), lp, ent, dx)
 
