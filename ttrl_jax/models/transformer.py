@@ -115,11 +115,48 @@ def init_params(cfg: ModelConfig, key: jax.Array, dtype=jnp.float32, std: float 
     return jax.tree.unflatten(treedef, leaves)
 
 
+def _sum_leading(t: jax.Array, shape: tuple) -> jax.Array:
+    """``t`` summed over its leading axes down to its trailing ``shape``, in fp32."""
+    return jnp.sum(t.astype(jnp.float32), axis=tuple(range(t.ndim - len(shape))))
+
+
+@jax.custom_vjp
+def bias_add(x: jax.Array, b: jax.Array) -> jax.Array:
+    """``x + b``, ``b`` broadcast over the leading axes of ``x``.
+
+    VJP: ``dx = dy``, ``db = sum(dy)`` over the leading axes, accumulated in fp32 (autodiff
+    sums a bf16 cotangent in bf16, which XLA CPU rewrites into a strided tree reduction:
+    5.3 vs 0.13 ms for an 8192 x 256 bias gradient)."""
+    return x + b
+
+
+bias_add.defvjp(
+    lambda x, b: (x + b, b),
+    lambda b, dy: (dy, _sum_leading(dy, b.shape).astype(b.dtype)),
+)
+
+
+@jax.custom_vjp
+def gain_mul(x: jax.Array, g: jax.Array) -> jax.Array:
+    """``g * x``, ``g`` broadcast over the leading axes of ``x``; VJP ``dx = dy g``,
+    ``dg = sum(dy x)`` over the leading axes in fp32 (as in `bias_add`)."""
+    return g * x
+
+
+def _gain_mul_bwd(res, dy):
+    x, g = res
+    dg = _sum_leading(dy.astype(jnp.float32) * x.astype(jnp.float32), g.shape)
+    return (dy * g).astype(x.dtype), dg.astype(g.dtype)
+
+
+gain_mul.defvjp(lambda x, g: (g * x, (x, g)), _gain_mul_bwd)
+
+
 def rms_norm(x: jax.Array, gain: jax.Array, eps: float) -> jax.Array:
     """gain * x / sqrt(mean(x^2) + eps), statistics in fp32, result in x.dtype."""
     x32 = x.astype(jnp.float32)
     normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
-    return gain * normed.astype(x.dtype)
+    return gain_mul(normed.astype(x.dtype), gain)
 
 
 def rope_inv_freq(cfg: ModelConfig) -> np.ndarray:
@@ -314,7 +351,7 @@ def _block(cfg: ModelConfig, lp: Params, x, positions, inv_freq, attn_kv):
     k = project(n, lp["wk"], 1)  # [B, G, L, K, Dh]
     v = project(n, lp["wv"], 1)
     if cfg.qkv_bias:
-        q, k, v = q + lp["bq"], k + lp["bk"], v + lp["bv"]
+        q, k, v = bias_add(q, lp["bq"]), bias_add(k, lp["bk"]), bias_add(v, lp["bv"])
     q = apply_rope(q, positions, inv_freq)
     k = apply_rope(k, positions, inv_freq)
     k_all, v_all, mask, prefix, aux = attn_kv(k, v)
@@ -322,13 +359,13 @@ def _block(cfg: ModelConfig, lp: Params, x, positions, inv_freq, attn_kv):
     o = _attend(q, k_all, v_all, mask, *prefix).reshape(b, g, l, kh * r, dh)
     o = project(o, lp["wo"], 2)  # [B, G, L, D]
     if cfg.o_bias:
-        o = o + lp["bo"]
+        o = bias_add(o, lp["bo"])
     x = x + o
     n = rms_norm(x, lp["mlp_norm"], cfg.rms_norm_eps)
     if cfg.mlp_bias:
-        gate = project(n, lp["w_gate"], 1) + lp["b_gate"]
-        up = project(n, lp["w_up"], 1) + lp["b_up"]
-        down = project(jax.nn.silu(gate) * up, lp["w_down"], 1) + lp["b_down"]
+        gate = bias_add(project(n, lp["w_gate"], 1), lp["b_gate"])
+        up = bias_add(project(n, lp["w_up"], 1), lp["b_up"])
+        down = bias_add(project(jax.nn.silu(gate) * up, lp["w_down"], 1), lp["b_down"])
     else:
         rows = n.reshape(-1, n.shape[-1])  # [N = B G L, D]
         down = swiglu(rows, lp["w_gate"], lp["w_up"], lp["w_down"]).reshape(x.shape)
