@@ -112,7 +112,6 @@ def _fused_head_bwd(dtype, res, cot):
     xs, ys, w, tau, lse, mean_z = res
     g_lp, g_ent = cot  # [C, n] each
     wc = w.astype(dtype)
-
     inv = 1.0 / tau
 
     def chunk(dwt, a):
@@ -143,7 +142,6 @@ def _fused_head_loss_fwd(xs, ys, w, tau, aux, dtype, token_loss):
     (elementwise per token), then dz, dx = dz W / tau and dW += dz^T x / tau."""
     wc = w.astype(dtype)
     tok_aux, scalars = aux
-
     inv = 1.0 / tau
 
     def chunk(dwt, a):

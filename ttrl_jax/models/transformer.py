@@ -115,31 +115,47 @@ def init_params(cfg: ModelConfig, key: jax.Array, dtype=jnp.float32, std: float 
     return jax.tree.unflatten(treedef, leaves)
 
 
+def _bf16_on_cpu(x: jax.Array) -> bool:
+    """True for low-precision activations on XLA CPU, where the VJPs below differ from
+    autodiff (in speed, and in the last bits of the sums); fp32 and GPUs / TPUs keep
+    plain autodiff, bit for bit."""
+    return jnp.dtype(x.dtype).itemsize < 4 and jax.default_backend() == "cpu"
+
+
 def _sum_leading(t: jax.Array, shape: tuple) -> jax.Array:
     """``t`` summed over its leading axes down to its trailing ``shape``, in fp32."""
     return jnp.sum(t.astype(jnp.float32), axis=tuple(range(t.ndim - len(shape))))
 
 
-@jax.custom_vjp
 def bias_add(x: jax.Array, b: jax.Array) -> jax.Array:
     """``x + b``, ``b`` broadcast over the leading axes of ``x``.
 
-    VJP: ``dx = dy``, ``db = sum(dy)`` over the leading axes, accumulated in fp32 (autodiff
-    sums a bf16 cotangent in bf16, which XLA CPU rewrites into a strided tree reduction:
-    5.3 vs 0.13 ms for an 8192 x 256 bias gradient)."""
+    With bf16 on the CPU its VJP sums ``db = sum(dy)`` over the leading axes in fp32
+    (`_bias_add`): autodiff sums a bf16 cotangent in bf16, which XLA CPU rewrites into a
+    strided tree reduction (5.3 vs 0.13 ms for an 8192 x 256 bias gradient)."""
+    return _bias_add(x, b) if _bf16_on_cpu(x) else x + b
+
+
+@jax.custom_vjp
+def _bias_add(x, b):
     return x + b
 
 
-bias_add.defvjp(
+_bias_add.defvjp(
     lambda x, b: (x + b, b),
     lambda b, dy: (dy, _sum_leading(dy, b.shape).astype(b.dtype)),
 )
 
 
-@jax.custom_vjp
 def gain_mul(x: jax.Array, g: jax.Array) -> jax.Array:
-    """``g * x``, ``g`` broadcast over the leading axes of ``x``; VJP ``dx = dy g``,
-    ``dg = sum(dy x)`` over the leading axes in fp32 (as in `bias_add`)."""
+    """``g * x``, ``g`` broadcast over the leading axes of ``x``; with bf16 on the CPU its
+    VJP (``dx = dy g``, ``dg = sum(dy x)``) sums over the leading axes in fp32, as
+    `bias_add` does."""
+    return _gain_mul(x, g) if _bf16_on_cpu(x) else g * x
+
+
+@jax.custom_vjp
+def _gain_mul(x, g):
     return g * x
 
 
@@ -149,7 +165,7 @@ def _gain_mul_bwd(res, dy):
     return (dy * g).astype(x.dtype), dg.astype(g.dtype)
 
 
-gain_mul.defvjp(lambda x, g: (g * x, (x, g)), _gain_mul_bwd)
+_gain_mul.defvjp(lambda x, g: (g * x, (x, g)), _gain_mul_bwd)
 
 
 def rms_norm(x: jax.Array, gain: jax.Array, eps: float) -> jax.Array:
@@ -215,7 +231,7 @@ def _opaque_transpose(x: jax.Array) -> jax.Array:
 def weight_grad(x: jax.Array, dy: jax.Array) -> jax.Array:
     """``dW = x^T dy`` ``[D, F]`` in fp32 for row-major tokens ``x [N, D]``, ``dy [N, F]``.
 
-    Same numbers as ``einsum("nd,nf->df")``. For low-precision operands on the CPU, x^T
+    Same numbers as ``x.T @ dy``. For low-precision operands on the CPU, x^T
     is materialised first (`_opaque_transpose`): XLA CPU runs a contraction over the
     lhs's leading axis as an fp32 dot even for bf16 operands, and folds a plain
     transpose back into that form, so only an x^T it cannot trace back runs in the
@@ -223,9 +239,9 @@ def weight_grad(x: jax.Array, dy: jax.Array) -> jax.Array:
     vs 180 at 2048, 768, 2048, the transpose included; fp32 gains nothing, so it keeps
     the plain dot, as do GPUs and TPUs, whose compilers fuse the transpose).
     """
-    if jnp.dtype(x.dtype).itemsize < 4 and jax.default_backend() == "cpu":
+    if _bf16_on_cpu(x):
         return jnp.dot(_opaque_transpose(x), dy, preferred_element_type=jnp.float32)
-    return jnp.einsum("nd,nf->df", x, dy, preferred_element_type=jnp.float32)
+    return jnp.dot(x.T, dy, preferred_element_type=jnp.float32)
 
 
 @jax.custom_vjp
@@ -250,9 +266,17 @@ def _dense_bwd(res, dy):
 dense.defvjp(_dense_fwd, _dense_bwd)
 
 
-def project(x: jax.Array, w: jax.Array, k: int) -> jax.Array:
-    """Contracts the last ``k`` axes of ``x [..., I1..Ik]`` with the first ``k`` of
-    ``w [I1..Ik, O...]`` -> ``[..., O...]``, as one `dense` on the flattened tokens."""
+def project(spec: str, x: jax.Array, w: jax.Array) -> jax.Array:
+    """``mm(spec, x, w)`` for a projection ``spec`` that contracts the last k axes of
+    ``x [..., I1..Ik]`` with the first k of ``w [I1..Ik, O...]`` -> ``[..., O...]``.
+
+    With bf16 on the CPU it runs as one `dense` on the flattened tokens, whose weight
+    gradient uses XLA CPU's native bf16 kernels; otherwise it is the plain einsum."""
+    if not _bf16_on_cpu(x):
+        return mm(spec, x, w)
+    ins, out = spec.split("->")
+    xs, ws = ins.split(",")
+    k = sum(c in ws and c not in out for c in xs)
     lead, inner = x.shape[: x.ndim - k], x.shape[x.ndim - k :]
     n_in = int(np.prod(inner))
     y = dense(x.reshape(-1, n_in), w.reshape(n_in, -1))
@@ -347,9 +371,9 @@ def _block(cfg: ModelConfig, lp: Params, x, positions, inv_freq, attn_kv):
     b, g, l, _ = x.shape
     kh, r, dh = cfg.num_kv_heads, cfg.num_heads // cfg.num_kv_heads, cfg.head_dim
     n = rms_norm(x, lp["attn_norm"], cfg.rms_norm_eps)
-    q = project(n, lp["wq"], 1)  # [B, G, L, H, Dh]
-    k = project(n, lp["wk"], 1)  # [B, G, L, K, Dh]
-    v = project(n, lp["wv"], 1)
+    q = project("bgld,dhe->bglhe", n, lp["wq"])  # [B, G, L, H, Dh]
+    k = project("bgld,dke->bglke", n, lp["wk"])  # [B, G, L, K, Dh]
+    v = project("bgld,dke->bglke", n, lp["wv"])
     if cfg.qkv_bias:
         q, k, v = bias_add(q, lp["bq"]), bias_add(k, lp["bk"]), bias_add(v, lp["bv"])
     q = apply_rope(q, positions, inv_freq)
@@ -357,15 +381,17 @@ def _block(cfg: ModelConfig, lp: Params, x, positions, inv_freq, attn_kv):
     k_all, v_all, mask, prefix, aux = attn_kv(k, v)
     q = q.reshape(b, g, l, kh, r, dh)
     o = _attend(q, k_all, v_all, mask, *prefix).reshape(b, g, l, kh * r, dh)
-    o = project(o, lp["wo"], 2)  # [B, G, L, D]
+    o = project("bglhe,hed->bgld", o, lp["wo"])
     if cfg.o_bias:
         o = bias_add(o, lp["bo"])
     x = x + o
     n = rms_norm(x, lp["mlp_norm"], cfg.rms_norm_eps)
     if cfg.mlp_bias:
-        gate = bias_add(project(n, lp["w_gate"], 1), lp["b_gate"])
-        up = bias_add(project(n, lp["w_up"], 1), lp["b_up"])
-        down = bias_add(project(jax.nn.silu(gate) * up, lp["w_down"], 1), lp["b_down"])
+        gate = bias_add(project("bgld,df->bglf", n, lp["w_gate"]), lp["b_gate"])
+        up = bias_add(project("bgld,df->bglf", n, lp["w_up"]), lp["b_up"])
+        down = bias_add(
+            project("bglf,fd->bgld", jax.nn.silu(gate) * up, lp["w_down"]), lp["b_down"]
+        )
     else:
         rows = n.reshape(-1, n.shape[-1])  # [N = B G L, D]
         down = swiglu(rows, lp["w_gate"], lp["w_up"], lp["w_down"]).reshape(x.shape)
