@@ -286,7 +286,7 @@ def test_bias_and_gain_vjps_match_autodiff(dtype, tol):
     for fn, plain in [(tfm.bias_add, lambda x, b: x + b), (tfm.gain_mul, lambda x, g: g * x)]:
         for shape in [(6,), (4, 6)]:
             b = jnp.asarray(rng.randn(*shape), dtype)
-            y1, vjp1 = jax.jit(lambda x, b: jax.vjp(fn, x, b))(x, b)
+            y1, vjp1 = jax.jit(functools.partial(jax.vjp, fn))(x, b)
             y2, vjp2 = jax.vjp(plain, x, b)
             np.testing.assert_array_equal(np.float32(y1), np.float32(y2))
             exact = np.float32(dy) * (1.0 if fn is tfm.bias_add else np.float32(x))
@@ -304,8 +304,9 @@ def test_bias_and_gain_vjps_match_autodiff(dtype, tol):
 @pytest.mark.parametrize("remat", [False, True])
 def test_model_gradients_with_swiglu_vjp_match_autodiff(remat, monkeypatch):
     """The whole model's gradient (left padding, scan or unrolled layers, remat) is
-    unchanged when the hand-written VJPs (the MLP's, the projections' `dense`) are
-    replaced by autodiff; in fp32 and, jitted, in bf16."""
+    unchanged when the hand-written VJPs (the MLP's; and the projections' `dense`, the
+    biases' and norm gains' fp32 sums, which only bf16 on the CPU uses) are replaced by
+    autodiff; in fp32 and, jitted, in bf16."""
     cfg = dataclasses.replace(CFG, num_layers=5)  # > UNROLL_MAX_LAYERS: scanned
     for c in (CFG, cfg):
         params = tfm.init_params(c, jax.random.key(3), std=0.2)
