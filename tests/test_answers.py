@@ -213,3 +213,52 @@ def test_registry_errors():
         assert answers.register_task(task) is answers.get_task("upper_test")
     finally:
         answers.TASKS.pop("upper_test")
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("see /tmp/pytest-of-root/pytest-0/test_model_text_never_executes0/pwned", None),
+        ("run0 v2 x_1 x-1-y", None),
+        ("x_1 = 5", "5"),
+        ("The value is -3.", "-3"),
+        ("so 3/4", "3/4"),
+        ("total 1,000 apples", "1,000"),
+        ("is 10-3=7", "7"),
+        ("first 12, then /tmp/run-0", "12"),
+        ("[c for c in x][0]; done", None),
+        ("x = -4.5, so (7)", "7"),
+        ("about 12% of 3.14abc", "12"),
+        ("**42**.", "42"),
+    ],
+)
+def test_last_number_fallback_skips_digits_glued_to_words(text, expected):
+    """Digits inside identifiers and paths are not answers (a temp path such as
+    pytest-0/..._executes0 once graded as the answer 0)."""
+    assert answers.extract_math_answer(text) == expected
+
+
+def test_injection_test_passes_with_a_basetemp_numbered_0(tmp_path):
+    """The security test must not depend on pytest's temp numbering: run it with a
+    --basetemp whose path ends in 0, as on a fresh machine's first pytest run."""
+    import subprocess
+
+    root = pathlib.Path(__file__).resolve().parent
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--basetemp={tmp_path / 'pytest-0'}",
+            f"{root / 'test_grading.py'}::test_model_text_never_executes",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=root.parent,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

@@ -12,7 +12,10 @@ Extraction for the ``math`` task, in order of priority:
    never closed (a truncated completion) there is no answer.
 2. the text after the last "answer is" / "answer:" (up to the end of the line or
    sentence; the content of ``$...$`` if it starts with one).
-3. the last number in the text (``-3``, ``1,000``, ``2.5``, ``3/4``).
+3. the last number in the text (``-3``, ``1,000``, ``2.5``, ``3/4``) that stands on its
+   own, between spaces, sentence marks, ``=``, ``$``, ``*`` or parentheses: digits glued
+   to letters, ``_``, ``/``, ``-`` or brackets (identifiers, paths such as
+   ``pytest-0/run0``, code such as ``a[0]``) are not numbers.
 
 Multiple choice (``multiple_choice``): only **upper-case** letters are options. The
 English article "a" and GPQA's lower-case sub-item labels (``a)``, ``b)``) are never
@@ -72,7 +75,13 @@ def clean_text(text: str | bytes | None) -> str:
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
 _BRACE_RE = re.compile(r"\\.|[{}]", re.DOTALL)
 _ANSWER_IS_RE = re.compile(r"(?i)answer\s*+(?:is|:)\s*+:?\s*+")
-_NUMBER_RE = re.compile(r"(?<![\w.])-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?")
+# a number that stands on its own: after the start, a space or one of = : $ * ( ~ ' " and
+# before the end, a space, a sentence mark or one of ) $ * ' " % °; so never digits glued
+# to letters, "_", "/", "-", brackets or other code ("pytest-0/run0", "x_1", "a[0]")
+_NUMBER_RE = re.compile(
+    r"(?<![^\s=:$*(~'\"])-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?"
+    r"(?=$|[\s,;:!?)$*'\"%\u00b0]|\.(?!\d))"
+)
 _TOKEN_RE = re.compile(r"[^\s$]*")
 _MAX_TAIL = 1000
 
