@@ -274,7 +274,7 @@ def test_export_orbax_to_hf_loads_in_transformers(three_steps):
 def test_early_stopping_on_validation_metric_keeps_the_best_and_survives_resume(setup, tmp_path):
     """SRT's early stopping: stop after `patience` evaluations without a gain; the best
     checkpoint is the one with the highest validation metric; a resumed run stays stopped."""
-    scripted = {2: 0.5, 4: 0.7, 6: 0.65, 8: 0.69, 10: 0.9}  # step -> validation accuracy
+    scripted = {0: 0.3, 2: 0.5, 4: 0.7, 6: 0.65, 8: 0.69, 10: 0.9}  # step -> validation accuracy
 
     def eval_fn(trainer, step):
         return {"eval/acc": scripted[step]}
@@ -295,11 +295,40 @@ def test_early_stopping_on_validation_metric_keeps_the_best_and_survives_resume(
     assert tr.step == 8 and last["early_stopped"] == 1.0  # 0.65, 0.69 did not beat 0.7
     assert tr.ckpt.best_step() == 4
     rows = metrics.read_jsonl(os.path.join(c.output_dir, "metrics.jsonl"))
-    assert [r["step"] for r in rows] == list(range(1, 9))
+    assert [r["step"] for r in rows] == list(range(0, 9))  # step 0: the starting model
     again = trainer_lib.Trainer(config(setup, tmp_path / "run", **overrides), eval_fn=eval_fn)
     again.run()
     again.close()
     assert again.step == 8  # resumed as stopped: no further training
+
+
+def test_early_stopping_keeps_the_starting_model_when_every_step_is_worse(setup, tmp_path):
+    """Step 0 is a candidate: a run that only gets worse stops early and its best
+    checkpoint is the model it started from (restorable, equal to the base)."""
+    scripted = {0: 0.8, 2: 0.5, 4: 0.4, 6: 0.3}
+
+    def eval_fn(trainer, step):
+        return {"eval/acc": scripted[step]}
+
+    overrides = {
+        "mesh.data": 1,
+        "train.steps": 6,
+        "train.eval_every": 2,
+        "train.save_every": 2,
+        "train.keep_last": 1,
+        "train.best_metric": "eval/acc",
+        "train.early_stop_patience": 2,
+    }
+    tr = trainer_lib.Trainer(config(setup, tmp_path / "run", **overrides), eval_fn=eval_fn)
+    start = jax.tree.map(np.asarray, tr.params)
+    tr.run()
+    tr.close()
+    assert tr.step == 4
+    ckpt = checkpointing.Checkpointer(tr.ckpt.directory, best_metric="eval/acc", read_only=True)
+    assert ckpt.best_step() == 0
+    _, params, _, meta = ckpt.restore("best", params_like=tr.params, with_opt_state=False)
+    assert meta["step"] == 0
+    jax.tree.map(np.testing.assert_array_equal, start, jax.tree.map(np.asarray, params))
 
 
 def test_early_stopping_needs_a_metric(setup, tmp_path):

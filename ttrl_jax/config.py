@@ -107,6 +107,14 @@ def default_config() -> ml_collections.ConfigDict:
     c.optim.b1 = 0.9
     c.optim.b2 = 0.999
 
+    # label-free collapse guard (ttrl_jax.guard): a trust region on KL(pi_old || pi_new)
+    # per RL step, measured on the step's trained tokens; 0 = off
+    c.guard = ml_collections.ConfigDict()
+    c.guard.step_kl_target = 0.0
+    c.guard.max_factor = 2.0  # reject (restore, halve the lr scale, retry) above this x target
+    c.guard.max_backtracks = 4  # retries of one step before it is skipped
+    c.guard.log_step_kl = False  # measure and log guard/step_kl even with the guard off
+
     c.train = ml_collections.ConfigDict()
     c.train.epochs = 0  # if > 0, total steps = epochs * ceil(prompts / prompts_per_step)
     c.train.steps = 10
@@ -203,6 +211,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
     _check(c.optim.schedule in ("cosine", "constant"), "optim.schedule", "cosine | constant")
     _check(c.optim.lr >= 0, "optim.lr", "must be >= 0")
     _check(0 <= c.optim.warmup_ratio < 1, "optim.warmup_ratio", "must be in [0, 1)")
+    _check(c.guard.step_kl_target >= 0, "guard.step_kl_target", "must be >= 0 (0: off)")
+    _check(c.guard.max_factor >= 1, "guard.max_factor", "must be >= 1")
+    _check(c.guard.max_backtracks >= 0, "guard.max_backtracks", "must be >= 0")
     _check(c.train.steps >= 1 or c.train.epochs >= 1, "train.steps", "steps or epochs >= 1")
     _check(c.train.save_every >= 1, "train.save_every", "must be >= 1")
     _check(c.train.keep_last >= 1, "train.keep_last", "must be >= 1")

@@ -120,10 +120,10 @@ class MasterWeights:
         master = jax.tree.map(lambda p: p.astype(jnp.float32), params)
         return MasterState(master, self.tx.init(master))
 
-    def step(self, grads, state: MasterState, params):
+    def step(self, grads, state: MasterState, params, scale=1.0):
         grads = jax.tree.map(lambda g: g.astype(jnp.float32), grads)
         updates, inner = self.tx.update(grads, state.inner, state.master)
-        master = optax.apply_updates(state.master, updates)
+        master = optax.apply_updates(state.master, _scaled(updates, scale))
         new_params = jax.tree.map(lambda m, p: m.astype(p.dtype), master, params)
         return new_params, MasterState(master, inner)
 
@@ -137,9 +137,19 @@ class Plain:
     def init(self, params):
         return self.tx.init(params)
 
-    def step(self, grads, state, params):
+    def step(self, grads, state, params, scale=1.0):
         updates, state = self.tx.update(grads, state, params)
-        return optax.apply_updates(params, updates), state
+        return optax.apply_updates(params, _scaled(updates, scale)), state
+
+
+def _scaled(updates, scale):
+    """``scale * update`` (AdamW's update is proportional to its lr, weight decay
+    included, so this is the update at lr x scale). A Python 1.0 (no guard) leaves the
+    program untouched; a traced scale may let XLA fuse the product differently, which
+    moves last bits even at 1."""
+    if isinstance(scale, (int, float)) and scale == 1:
+        return updates
+    return jax.tree.map(lambda u: (u * scale).astype(u.dtype), updates)
 
 
 def response_hidden(
@@ -281,7 +291,8 @@ def train_step(
       batch: ``tokens [S, L]`` int32, ``attn_mask [S, L]``, ``resp_mask [S, T]``,
         ``old_logprobs [S, T]``, ``advantages [S, T]`` (already broadcast) and, when
         ``loss.kl_as_loss``, ``ref_logprobs [S, T]``.
-      hyper: traced scalars ``temperature``, ``kl_coef``, ``entropy_coef``.
+      hyper: traced scalars ``temperature``, ``kl_coef``, ``entropy_coef`` and, optionally,
+        ``lr_scale`` (every update is applied at lr x lr_scale; the guard's trust region).
       cfg, loss, opt: static model config, loss settings and optimizer wrapper.
 
     Returns:
@@ -393,7 +404,7 @@ def train_step(
         (grads, loss_val, stats), _ = jax.lax.scan(accumulate, init, mbatch)  # fp32 grads
         gnorm = _global_norm(grads)
         ok = jnp.isfinite(loss_val) & jnp.isfinite(gnorm)
-        new_p, new_o = opt.step(grads, o, p)
+        new_p, new_o = opt.step(grads, o, p, hyper.get("lr_scale", 1.0))
         p = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new_p, p)
         o = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new_o, o)
         means = {k: rl.safe_div(v[0], v[1]) for k, v in stats.items()}

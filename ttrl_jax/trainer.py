@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ttrl_jax import checkpointing, consensus, evaluation, metrics, rl, sampling, sharding
+from ttrl_jax import checkpointing, consensus, evaluation, guard, metrics, rl, sampling, sharding
 from ttrl_jax import train_step as ts
 from ttrl_jax.config import validate
 from ttrl_jax.data import PromptIterator, build_prompts, left_pad, load_benchmark, load_records
@@ -117,12 +117,21 @@ class Trainer:
       config: a `ttrl_jax.config.default_config()`-shaped ConfigDict.
       eval_fn: optional ``(trainer, step) -> dict`` called every ``train.eval_every``
         steps; its metrics are logged and feed the best-checkpoint policy.
+      probe_fn: optional ``(problems [B], texts [B][M]) -> dict`` called on every step's
+        decoded rollout (diagnostics such as a task's solution-path shares); its
+        metrics are logged with the prefix ``probe/`` and never touch the reward.
     """
 
-    def __init__(self, config: ml_collections.ConfigDict, eval_fn: Callable | None = None):
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        eval_fn: Callable | None = None,
+        probe_fn: Callable | None = None,
+    ):
         validate(config)
         self.c = c = config
         self.eval_fn = eval_fn or (default_eval if c.train.eval_every else None)
+        self.probe_fn = probe_fn
         self.mesh = sharding.make_mesh(c.mesh.data, c.mesh.fsdp, c.mesh.tensor)
         self.model = load_hf(c.model.path, dtype=c.model.dtype, mesh=self.mesh)
         self.cfg = self.model.config
@@ -200,6 +209,15 @@ class Trainer:
             head_dtype=c.model.head_dtype,
             prompt_group=group,
         )
+        self.trust = (
+            guard.TrustRegion(
+                c.guard.step_kl_target,
+                max_factor=c.guard.max_factor,
+                max_backtracks=c.guard.max_backtracks,
+            )
+            if c.guard.step_kl_target > 0
+            else None
+        )
         self.step = 0
         # early stopping on train.best_metric: best value so far, evaluations since it
         self.early = {"best": None, "since": 0, "stopped": False}
@@ -230,6 +248,8 @@ class Trainer:
         self.iterator.restore(meta["iterator"])
         self.step = int(meta["step"])
         self.early = meta.get("early_stop", self.early)
+        if self.trust is not None:
+            self.trust.restore(meta.get("guard"))
         log.info("resumed from %s at step %d", self.ckpt.directory, step)
 
     def save(self, eval_metrics: dict | None = None, force: bool = False) -> None:
@@ -239,6 +259,7 @@ class Trainer:
             "seed": self.c.seed,
             "config": self.c.to_dict(),
             "early_stop": self.early,
+            "guard": None if self.trust is None else self.trust.state(),
         }
         self.ckpt.save(
             self.step, self.params, self.opt_state, meta, metrics=eval_metrics, force=force
@@ -301,6 +322,9 @@ class Trainer:
             keep_fraction=c.reward.keep_fraction,
             pool=self.pool,
         )
+        if self.probe_fn is not None:
+            problems = [self.prompts.records[i]["problem"] for i in idx]
+            m.update({f"probe/{k}": float(v) for k, v in self.probe_fn(problems, texts).items()})
         t2 = time.perf_counter()
 
         batch, extra = self._training_batch(prompt_tokens, prompt_mask, out, rw)
@@ -312,10 +336,7 @@ class Trainer:
             "entropy_coef": jnp.float32(c.algo.entropy_coef),
         }
         lr_now = float(self.lr_fn(self.step * c.algo.updates_per_step))
-        self.params, self.opt_state, upd = self._train_step(
-            self.params, self.opt_state, batch, hyper
-        )
-        upd = {k: float(v) for k, v in upd.items()}
+        upd = self._update(batch, hyper, m)
         t4 = time.perf_counter()
 
         b, mm, t = tokens.shape
@@ -327,6 +348,9 @@ class Trainer:
                 "response_length/mean": float(resp.mean()),
                 "response_length/max": float(resp.max()),
                 "response_length/clip_ratio": float(np.mean(self._clipped(tokens, lengths))),
+                # mean -log pi(token) of the sampled tokens: a Monte Carlo estimate of
+                # the sampling policy's per-token entropy (exact in expectation at any T)
+                "rollout/token_entropy": float(-out.logprobs.sum() / max(resp.sum(), 1.0)),
                 "time/rollout": t1 - t0,
                 "time/grading": t2 - t1,
                 "time/prepare": t3 - t2,
@@ -338,6 +362,46 @@ class Trainer:
         )
         self.step += 1
         return m
+
+    def _update(self, batch: dict, hyper: dict, m: dict) -> dict:
+        """The jitted update, under the guard's trust region when it is on.
+
+        With ``guard.step_kl_target > 0`` each attempt is judged by its KL(pi_old ||
+        pi_new) on the trained tokens (`guard.TrustRegion`); a rejected attempt is
+        undone (params and optimizer state from copies taken before it, since the
+        update donates its inputs) and retried at a smaller lr scale.
+        """
+        tr, measure = self.trust, self.trust is not None or self.c.guard.log_step_kl
+        if not measure:
+            upd = self._train_step(self.params, self.opt_state, batch, hyper)
+            self.params, self.opt_state = upd[0], upd[1]
+            return {k: float(v) for k, v in upd[2].items()}
+        old = sharding.to_host(batch["old_logprobs"])
+        mask = sharding.to_host(batch["resp_mask"])
+        rejected = 0
+        while True:
+            keep = None
+            if tr is not None:
+                keep = jax.tree.map(jnp.copy, (self.params, self.opt_state))
+                hyper = {**hyper, "lr_scale": jnp.float32(tr.scale)}
+            scale = 1.0 if tr is None else tr.scale
+            params, opt_state, upd = self._train_step(self.params, self.opt_state, batch, hyper)
+            new = sharding.to_host(
+                self._logprobs(params, batch["tokens"], batch["attn_mask"], hyper["temperature"])
+            )
+            kl = guard.step_kl(new, old, mask)
+            if tr is None or tr.accept(kl):
+                self.params, self.opt_state = params, opt_state
+                break
+            self.params, self.opt_state = keep
+            rejected += 1
+            if rejected > tr.max_backtracks:
+                log.warning("step %d: update skipped by the trust region (KL %.3g)", self.step, kl)
+                break
+        m["guard/step_kl"] = kl
+        m["guard/lr_scale"] = scale
+        m["guard/rejected"] = float(rejected)
+        return {k: float(v) for k, v in upd.items()}
 
     def _clipped(self, tokens: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """``[B, M]`` bool: the sample hit the length limit without an EOS."""
@@ -425,6 +489,20 @@ class Trainer:
         e["stopped"] = e["since"] >= t.early_stop_patience
         return e["stopped"]
 
+    def _evaluate_start(self) -> None:
+        """With a best-checkpoint metric, the starting model is a candidate too: a fresh
+        run evaluates and saves step 0, so a run that only gets worse keeps (and early
+        stopping returns) the model it started from, never one below it."""
+        c = self.c
+        if not (self.eval_fn and c.train.eval_every and c.train.best_metric):
+            return
+        if self.step or self.ckpt.latest_step() is not None:
+            return
+        eval_metrics = self.eval_fn(self, 0)
+        self._early_stop(eval_metrics)
+        self.writer.write(0, eval_metrics)
+        self.save(eval_metrics, force=True)
+
     def run(self) -> dict:
         """Trains until ``total_steps``; returns the last step's metrics."""
         from tqdm import tqdm
@@ -441,6 +519,7 @@ class Trainer:
         )
         try:
             with jax.set_mesh(self.mesh):
+                self._evaluate_start()
                 while self.step < self.total_steps and not self.early["stopped"]:
                     m = self.train_one_step()
                     skipped = m.get("actor/skipped", 0.0)

@@ -232,3 +232,61 @@ def make_train_corpus(
             }
         )
     return records
+
+
+_STEP_RE = re.compile(r"\+(\d)=(\d{1,3})")
+
+
+def trace_stats(problem: str, completion: str) -> dict[str, float] | None:
+    """Which solver a sampled completion imitates: its order and its dropped carries.
+
+    Reads the running sums the completion wrote and compares each with the sum it
+    should have written after the previous (possibly wrong) one: a step whose units
+    column overflows is a *carry step*, and it *drops* the carry when the written sum
+    is exactly 10 short. A slip (+-1) is neither.
+
+    Args:
+        problem: ``"add 3 5 8 ..."``.
+        completion: The sampled text (``"left: 3+5=08 +8=16 ... \\boxed{..}"``).
+
+    Returns:
+        ``{"left": 1.0 | 0.0, "carry_steps": C, "dropped": D}``, or None when the
+        completion does not follow the trace format (no order word or no steps).
+    """
+    text = completion.strip()
+    order = LEFT if text.startswith(LEFT + ":") else RIGHT if text.startswith(RIGHT + ":") else None
+    if order is None:
+        return None
+    try:
+        digits = parse_problem(problem)
+    except ValueError:
+        return None
+    seq = digits if order == LEFT else digits[::-1]
+    steps = [(int(d), int(s)) for d, s in _STEP_RE.findall(text.split("\\boxed")[0])]
+    if not steps:
+        return None
+    prev, carry_steps, dropped = seq[0], 0, 0
+    for d, written in steps:
+        if prev % 10 + d >= 10:
+            carry_steps += 1
+            dropped += int(written == prev + d - 10)
+        prev = written
+    return {"left": float(order == LEFT), "carry_steps": carry_steps, "dropped": dropped}
+
+
+def rollout_stats(problems: Sequence[str], texts: Sequence[Sequence[str]]) -> dict[str, float]:
+    """Batch summary of `trace_stats` over ``texts [B][M]`` (one problem per row).
+
+    Returns:
+        ``left_share`` (fraction of parsable samples in the careless left order),
+        ``carry_drop_rate`` (dropped carries / carry steps, both orders) and
+        ``parsed_share`` (fraction of samples in the trace format).
+    """
+    stats = [trace_stats(p, t) for p, row in zip(problems, texts) for t in row]
+    ok = [s for s in stats if s is not None]
+    steps = sum(s["carry_steps"] for s in ok)
+    return {
+        "left_share": float(np.mean([s["left"] for s in ok])) if ok else float("nan"),
+        "carry_drop_rate": sum(s["dropped"] for s in ok) / steps if steps else float("nan"),
+        "parsed_share": len(ok) / max(len(stats), 1),
+    }
