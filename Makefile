@@ -1,5 +1,7 @@
 # make test  -- create/reuse .venv, install the pinned set, run the test suite
 # make demo  -- run the built-in TTRL demo on the CPU
+# make demo-robustness -- TTRL on 5 pretraining seeds x 3 perturbed numerics: the rate
+# make demo-guard -- a collapsing TTRL config (lr 4.5e-4) without and with the guard
 # make demo-srt -- SRT's reward hacking on the same task, and two mitigations
 # make bench -- run every benchmark (benchmarks/run_all.py; outputs in benchmarks/results/)
 # make bench-smoke -- every benchmark on a tiny config (CI: checks only that they run)
@@ -9,7 +11,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: test demo demo-srt install bench bench-smoke clean-venv
+.PHONY: test demo demo-robustness demo-guard demo-srt install bench bench-smoke clean-venv
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +27,12 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m experiments.demo
+
+demo-robustness: $(STAMP)
+	$(PY) -m experiments.demo_robustness
+
+demo-guard: $(STAMP)
+	$(PY) -m experiments.demo_guard
 
 demo-srt: $(STAMP)
 	$(PY) -m experiments.demo_srt

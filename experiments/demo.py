@@ -35,12 +35,25 @@ def define_flags() -> None:
     flags.DEFINE_integer("steps", 0, "RL steps per run (0: the preset's default).")
     flags.DEFINE_integer("num_test", 0, "Test problems (0: the preset's default).")
     flags.DEFINE_bool("labels_baseline", True, "Also run RL with ground-truth labels.")
+    flags.DEFINE_integer("rl_seed", -1, "Seed of the RL runs and evaluations (-1: --seed).")
+    flags.DEFINE_string("base_dir", "", "Where base models are cached (default: --out).")
+    flags.DEFINE_bool("plot", True, "Write the PNG plot.")
+    flags.DEFINE_list("set", [], "Run-config overrides key=value (e.g. optim.lr=4.5e-4).")
+    flags.DEFINE_list(
+        "seeds",
+        [],
+        "Robustness table instead: TTRL on the bases of these pretraining seeds "
+        "under perturbed numerics (experiments.demo_robustness).",
+    )
 
 
-# preset -> (test problems, RL steps, eval every, prompts per step, votes, lr)
+# preset -> test problems, RL steps, eval every, prompts per step, votes, lr, and the
+# collapse guard's per-step KL target (ttrl_jax.guard; 0 = off)
 SETTINGS = {
-    "demo": dict(num_test=256, steps=30, eval_every=10, prompts=16, votes=16, lr=3e-4),
-    "ci": dict(num_test=64, steps=16, eval_every=16, prompts=16, votes=16, lr=3e-4),
+    "demo": dict(
+        num_test=256, steps=30, eval_every=10, prompts=16, votes=16, lr=3e-4, guard_kl=0.004
+    ),
+    "ci": dict(num_test=64, steps=16, eval_every=16, prompts=16, votes=16, lr=3e-4, guard_kl=0.004),
 }
 
 
@@ -52,8 +65,9 @@ def write_jsonl(path: str, records: list[dict]) -> str:
     return path
 
 
-def rl_config(model_dir: str, data: str, out: str, mode: str, s: dict, seed: int):
-    """The TTRL (or ground-truth) run config for the demo's tiny model."""
+def rl_config(model_dir: str, data: str, out: str, mode: str, s: dict, seed: int, overrides=None):
+    """The TTRL (or ground-truth) run config for the demo's tiny model; ``overrides`` are
+    ``key=value`` strings applied last (values parsed as the key's type)."""
     from ttrl_jax.config import default_config
 
     c = default_config()
@@ -73,13 +87,36 @@ def rl_config(model_dir: str, data: str, out: str, mode: str, s: dict, seed: int
     c.algo.updates_per_step = 1
     c.optim.lr, c.optim.schedule, c.optim.warmup_ratio = s["lr"], "cosine", 0.0
     c.optim.weight_decay = 0.0
+    # the trust region: each step's KL(pi_old || pi_new) on its trained tokens is kept
+    # near guard_kl (an overshooting step is undone and retried at half the lr scale)
+    c.guard.step_kl_target = s.get("guard_kl", 0.0)
     c.train.steps = s["steps"]
     c.train.eval_every = c.train.save_every = s["eval_every"]
     c.train.keep_last = 1
     c.train.best_metric = f"eval/mean@{s['votes']}"
     c.eval.n_samples, c.eval.temperature, c.eval.top_p = s["votes"], 1.0, 1.0
     c.eval.max_new_tokens, c.eval.greedy = 64, True
+    apply_overrides(c, overrides or [])
     return c
+
+
+def apply_overrides(c, overrides: list[str]) -> None:
+    """``["optim.lr=4.5e-4", ...]`` onto a locked config (a misspelt key is an error)."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} is not key=value")
+        node = c
+        for part in key.split(".")[:-1]:
+            node = node[part]
+        current = node[key.split(".")[-1]]
+        if isinstance(current, bool):
+            value = text.lower() in ("1", "true", "yes")
+        elif isinstance(current, (int, float)):
+            value = type(current)(float(text)) if isinstance(current, int) else float(text)
+        else:
+            value = text
+        c.update_from_flattened_dict({key: value})
 
 
 def base_metrics(model_dir: str, records, s: dict, out: str) -> dict:
@@ -154,7 +191,9 @@ def summary_table(base: dict, runs: dict[str, dict], k: int) -> str:
     for name, run in runs.items():
         rows = run["rows"]
         last = max(r["step"] for r in rows if r.get(f"eval/mean@{k}") is not None)
-        picks = [("last", last)] + ([("best", run["best_step"])] if run["best_step"] else [])
+        picks = [("last", last)] + (
+            [("best", run["best_step"])] if run["best_step"] is not None else []
+        )
         for tag, step in picks:
             lines.append(
                 f"| {name} ({tag}, step {step}) | {_eval_at(rows, step, f'eval/mean@{k}'):.3f} "
@@ -193,6 +232,56 @@ def plot(base: dict, run: dict, k: int, png: str, title: str) -> None:
     plt.close(fig)
 
 
+CRITERION_TEXT = (
+    "success criterion per run: TTRL pass@1 >= base pass@1 + 0.15; TTRL pass@1 > base "
+    "maj@k and > base greedy (not mere sharpening); no pseudo-label-accuracy collapse "
+    "(its mean over the last 3 steps >= its mean over the first 3)"
+)
+# each step's pseudo-label accuracy comes from its 16 prompts (standard error ~0.1), so
+# the collapse test compares 3-step means at both ends rather than two single steps
+LABEL_WINDOW = 3
+
+
+def criterion(base: dict, ttrl: dict, label_acc: list[float], k: int, min_gain=0.15) -> dict:
+    """Did TTRL work on this run? The demo's success criterion (`CRITERION_TEXT`).
+
+    Args:
+      base, ttrl: ``pass@1``, ``greedy`` and ``maj@k`` of the base and the final policy.
+      label_acc: pseudo-label accuracy of the training batches, one per step (the
+        collapse test compares its means over the first and the last `LABEL_WINDOW`).
+
+    Returns:
+      ``met`` (bool), ``reasons`` (what failed), the label-accuracy ends and a one-line
+      ``line`` verdict.
+    """
+    b, t = base["pass@1"], ttrl["pass@1"]
+    head, tail = label_acc[:LABEL_WINDOW], label_acc[-LABEL_WINDOW:]
+    first = sum(head) / len(head) if head else float("nan")
+    last = sum(tail) / len(tail) if tail else float("nan")
+    reasons = []
+    if not t >= b + min_gain:
+        reasons.append(f"gain {t - b:+.3f} < {min_gain}")
+    if not t > base[f"maj@{k}"]:
+        reasons.append(f"pass@1 {t:.3f} <= base maj@{k} {base[f'maj@{k}']:.3f}")
+    if not t > base["greedy"]:
+        reasons.append(f"pass@1 {t:.3f} <= base greedy {base['greedy']:.3f}")
+    if not last >= first:
+        reasons.append(f"label accuracy collapsed ({first:.2f} -> {last:.2f})")
+    met = not reasons
+    line = (
+        f"TTRL improved pass@1 from {b:.3f} to {t:.3f} (criterion met)"
+        if met
+        else f"TTRL pass@1 {b:.3f} -> {t:.3f}: criterion not met ({'; '.join(reasons)})"
+    )
+    return {
+        "met": met,
+        "reasons": reasons,
+        "label_acc_first": first,
+        "label_acc_last": last,
+        "line": line,
+    }
+
+
 def run_demo(
     preset: str,
     out: str,
@@ -200,8 +289,21 @@ def run_demo(
     steps: int = 0,
     num_test: int = 0,
     labels_baseline: bool = True,
+    rl_seed: int | None = None,
+    base_dir: str = "",
+    with_plot: bool = True,
+    overrides: list[str] | None = None,
 ) -> dict:
-    """The whole demo; returns the numbers it printed."""
+    """The whole demo; returns the numbers it printed.
+
+    Args:
+      preset: "demo" or "ci" (`SETTINGS`, `experiments.pretrain_tiny.PRESETS`).
+      out: output directory of the runs.
+      seed: pretraining seed of the base model (and, by default, of the RL runs).
+      rl_seed: seed of the RL runs (None: ``seed``).
+      base_dir: where base models are cached (default: ``out``).
+      overrides: ``key=value`` run-config overrides for both RL runs.
+    """
     from experiments import pretrain_tiny
     from ttrl_jax.data import synthetic
 
@@ -211,8 +313,9 @@ def run_demo(
     s["num_test"] = num_test or s["num_test"]
     s["eval_every"] = min(s["eval_every"], s["steps"])
     k = s["votes"]
+    rl_seed = seed if rl_seed is None or rl_seed < 0 else rl_seed
     os.makedirs(out, exist_ok=True)
-    model_dir = os.path.join(out, f"base_{preset}_seed{seed}")
+    model_dir = os.path.join(base_dir or out, f"base_{preset}_seed{seed}")
     print(f"[1/5] base model ({preset}) in {model_dir} (built once, then cached)", flush=True)
     info = pretrain_tiny.load_or_build(model_dir, preset, seed=seed, log_every=0)
     print(f"      {info['num_params']:,} params, pretrained in {info['wall_seconds']} s")
@@ -221,34 +324,58 @@ def run_demo(
     print(f"[2/5] evaluating the base model on {len(records)} test problems", flush=True)
     base = base_metrics(model_dir, records, s, os.path.join(out, "eval"))
     print("      " + ", ".join(f"{a} {b:.3f}" for a, b in base.items()))
-    print(f"[3/5] TTRL: {s['steps']} steps, majority-vote reward, no labels", flush=True)
-    runs = {"TTRL": train(rl_config(model_dir, data, os.path.join(out, "ttrl"), "ttrl", s, seed))}
+    print(
+        f"[3/5] TTRL: {s['steps']} steps, majority-vote reward, no labels"
+        + (f" (overrides: {', '.join(overrides)})" if overrides else ""),
+        flush=True,
+    )
+    runs = {
+        "TTRL": train(
+            rl_config(model_dir, data, os.path.join(out, "ttrl"), "ttrl", s, rl_seed, overrides)
+        )
+    }
     if labels_baseline:
         print("[4/5] RL with labels (ground-truth reward, same budget)", flush=True)
         runs["RL with labels"] = train(
-            rl_config(model_dir, data, os.path.join(out, "rl_labels"), "ground_truth", s, seed)
+            rl_config(
+                model_dir,
+                data,
+                os.path.join(out, "rl_labels"),
+                "ground_truth",
+                s,
+                rl_seed,
+                overrides,
+            )
         )
     table = summary_table(base, runs, k)
     ttrl_rows = runs["TTRL"]["rows"]
     lab = [r["label_accuracy"] for r in ttrl_rows if "label_accuracy" in r]
     rew = [r["reward_accuracy"] for r in ttrl_rows if "reward_accuracy" in r]
     png = os.path.join(out, "ttrl_demo.png")
-    plot(base, runs["TTRL"], k, png, f"TTRL on the synthetic task ({preset} preset)")
+    if with_plot:
+        plot(base, runs["TTRL"], k, png, f"TTRL on the synthetic task ({preset} preset)")
     print("[5/5] results\n" + table)
     print(
         f"TTRL label accuracy (train batches): first {lab[0]:.3f}, mean {sum(lab) / len(lab):.3f},"
         f" last {lab[-1]:.3f}; reward accuracy: first {rew[0]:.3f}, last {rew[-1]:.3f}"
     )
-    print(f"plot: {png}; TensorBoard: {out}/*/tensorboard; checkpoints: {out}/*/checkpoints")
-    print(f"total {time.time() - t0:.0f} s")
     last = max(r["step"] for r in ttrl_rows if r.get(f"eval/mean@{k}") is not None)
+    ttrl_last = {
+        "pass@1": _eval_at(ttrl_rows, last, f"eval/mean@{k}"),
+        "greedy": _eval_at(ttrl_rows, last, "eval/greedy_pass@1"),
+        f"maj@{k}": _eval_at(ttrl_rows, last, f"eval/maj@{k}"),
+    }
+    verdict = criterion(base, ttrl_last, lab, k)
+    if with_plot:
+        print(f"plot: {png}; ", end="")
+    print(f"TensorBoard: {out}/*/tensorboard; checkpoints: {out}/*/checkpoints")
+    print(f"total {time.time() - t0:.0f} s")
+    print(f"{CRITERION_TEXT}\nverdict: {verdict['line']}", flush=True)
     result = {
         "base": base,
-        "ttrl_last": {
-            "pass@1": _eval_at(ttrl_rows, last, f"eval/mean@{k}"),
-            "greedy": _eval_at(ttrl_rows, last, "eval/greedy_pass@1"),
-            f"maj@{k}": _eval_at(ttrl_rows, last, f"eval/maj@{k}"),
-        },
+        "ttrl_last": ttrl_last,
+        "label_accuracy": lab,
+        "verdict": verdict,
         "table": table,
         "seconds": time.time() - t0,
     }
@@ -260,8 +387,29 @@ def run_demo(
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # progress bars and tables, not orbax's INFO
+    if FLAGS.seeds:
+        from experiments import demo_robustness
+
+        demo_robustness.run_robustness(
+            FLAGS.preset,
+            FLAGS.base_dir or FLAGS.out,
+            [int(x) for x in FLAGS.seeds],
+            list(demo_robustness.DEFAULT_VARIANTS),
+            FLAGS.steps,
+            FLAGS.set,
+        )
+        return 0
     run_demo(
-        FLAGS.preset, FLAGS.out, FLAGS.seed, FLAGS.steps, FLAGS.num_test, FLAGS.labels_baseline
+        FLAGS.preset,
+        FLAGS.out,
+        FLAGS.seed,
+        FLAGS.steps,
+        FLAGS.num_test,
+        FLAGS.labels_baseline,
+        rl_seed=FLAGS.rl_seed,
+        base_dir=FLAGS.base_dir,
+        with_plot=FLAGS.plot,
+        overrides=FLAGS.set,
     )
     return 0
 

@@ -51,6 +51,9 @@ def define_flags() -> None:
         "threshold", True, "Also run SRT with a consistency threshold + keep-fraction."
     )
     flags.DEFINE_bool("labels_baseline", False, "Also run RL with ground-truth labels.")
+    flags.DEFINE_list(
+        "seeds", [], "Rates instead: the whole demo on the bases of these pretraining seeds."
+    )
 
 
 SETTINGS = dict(
@@ -61,8 +64,8 @@ SETTINGS = dict(
     lr=4e-4,
     prompts=16,
     votes=16,
-    val_every=4,
-    patience=2,
+    val_every=2,
+    patience=3,
     tau=0.5,
     keep_fraction=0.5,
 )
@@ -171,7 +174,7 @@ def plot(runs: dict[str, dict], base: dict, png: str, k: int, steps: int) -> Non
         x, y = _series(rows, f"eval/mean@{k}")
         if x:
             ax.plot(x, y, "s--", color="tab:green", ms=4, label="validation pass@1")
-        if run.get("best_step"):
+        if run.get("best_step") is not None:
             ax.axvline(run["best_step"], color="gray", ls=":", label="kept checkpoint")
         ax.axhline(base["pass@1"], color="black", lw=0.8, alpha=0.5, label="base pass@1 (test)")
         ax.set_title(name, fontsize=10)
@@ -198,8 +201,10 @@ def run_demo_srt(
     threshold: bool = True,
     labels_baseline: bool = False,
     settings: dict | None = None,
+    base_dir: str = "",
 ) -> dict:
-    """The whole SRT demo; returns the numbers it printed."""
+    """The whole SRT demo; returns the numbers it printed (base models cached in
+    ``base_dir``, default ``out``)."""
     from experiments import demo, pretrain_tiny
     from ttrl_jax import evaluation
     from ttrl_jax.data import synthetic
@@ -211,7 +216,7 @@ def run_demo_srt(
     s["steps"], s["lr"] = steps or s["steps"], lr or s["lr"]
     k = s["votes"]
     os.makedirs(out, exist_ok=True)
-    model_dir = os.path.join(out, f"base_{s['preset']}_seed{seed}")
+    model_dir = os.path.join(base_dir or out, f"base_{s['preset']}_seed{seed}")
     print(f"[1/4] base model in {model_dir} (built once, then cached)", flush=True)
     info = pretrain_tiny.load_or_build(model_dir, s["preset"], seed=seed, log_every=0)
     spec = info["preset_obj"].task
@@ -277,7 +282,7 @@ def run_demo_srt(
         print(f"      run {i + 1}/{len(plans)}: {name}", flush=True)
         run = run_one(c)
         model, tok, tag = run["model"], run["tok"], f"last (step {run['steps']})"
-        if run["best_step"]:
+        if run["best_step"] is not None:
             model, tok, _ = evaluation.load_policy(c.output_dir, "best")
             tag = f"best on validation (step {run['best_step']} of {run['steps']})"
         run["test"] = score_on_test(model, tok, test, s, os.path.join(srt_dir, "eval"), slug)
@@ -317,9 +322,68 @@ def run_demo_srt(
     return result
 
 
+MIN_GAIN = 0.15  # a mitigation holds when its test pass@1 beats the base's by this much
+
+
+def srt_rates(out: str, seeds: list[int], **kwargs) -> dict:
+    """The SRT demo on the bases of several pretraining seeds, judged per run:
+
+    * plain SRT *collapses* when its final test pass@1 ends below the base's;
+    * a mitigation *holds* when its test pass@1 is >= the base's + `MIN_GAIN`.
+
+    Each seed's runs go to ``out/srt_seeds/seed<S>``; base models are shared with
+    ``make demo`` (cached in ``out``).
+    """
+    t0 = time.time()
+    results = {
+        seed: run_demo_srt(
+            os.path.join(out, "srt_seeds", f"seed{seed}"), seed, base_dir=out, **kwargs
+        )
+        for seed in seeds
+    }
+    names = list(next(iter(results.values()))["runs"])
+    lines = [
+        "| run | judged by | rate | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+        "|---|---|---|" + "---|" * len(seeds),
+        "| base | | | " + " | ".join(f"{r['base']['pass@1']:.3f}" for r in results.values()) + " |",
+    ]
+    rates = {}
+    for name in names:
+        plain = name == "SRT"
+        ok = [
+            (r["runs"][name]["pass@1"] < r["base"]["pass@1"])
+            if plain
+            else (r["runs"][name]["pass@1"] >= r["base"]["pass@1"] + MIN_GAIN)
+            for r in results.values()
+        ]
+        rates[name] = (sum(ok), len(ok))
+        cells = [f"{r['runs'][name]['pass@1']:.3f}" for r in results.values()]
+        lines.append(
+            f"| {name} | {'collapses (below base)' if plain else f'holds (>= base + {MIN_GAIN})'} "
+            f"| {sum(ok)} of {len(ok)} | " + " | ".join(cells) + " |"
+        )
+    table = "\n".join(lines)
+    print("SRT demo over seeds (test pass@1 of each run's final or early-stopped model)")
+    print(table + f"\ntotal {time.time() - t0:.0f} s", flush=True)
+    summary = {"seeds": seeds, "rates": rates, "table": table, "per_seed": results}
+    with open(os.path.join(out, "srt_rates.json"), "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=2)
+    return summary
+
+
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # progress bars and tables, not orbax's INFO
+    if FLAGS.seeds:
+        srt_rates(
+            FLAGS.out,
+            [int(x) for x in FLAGS.seeds],
+            steps=FLAGS.steps,
+            lr=FLAGS.lr,
+            threshold=FLAGS.threshold,
+            labels_baseline=FLAGS.labels_baseline,
+        )
+        return 0
     run_demo_srt(
         FLAGS.out, FLAGS.seed, FLAGS.steps, FLAGS.lr, FLAGS.threshold, FLAGS.labels_baseline
     )
