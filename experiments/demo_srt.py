@@ -54,6 +54,7 @@ def define_flags() -> None:
     flags.DEFINE_list(
         "seeds", [], "Rates instead: the whole demo on the bases of these pretraining seeds."
     )
+    flags.DEFINE_bool("report", False, "With --seeds: only rebuild the rates from finished runs.")
 
 
 SETTINGS = dict(
@@ -323,48 +324,64 @@ def run_demo_srt(
 
 
 MIN_GAIN = 0.15  # a mitigation holds when its test pass@1 beats the base's by this much
+COLLAPSE_DROP = 0.2  # plain SRT collapses when true accuracy falls this far from its peak
 
 
-def srt_rates(out: str, seeds: list[int], **kwargs) -> dict:
+def srt_rates(out: str, seeds: list[int], report_only: bool = False, **kwargs) -> dict:
     """The SRT demo on the bases of several pretraining seeds, judged per run:
 
-    * plain SRT *collapses* when its final test pass@1 ends below the base's;
+    * plain SRT *collapses* when the true accuracy of its training rollouts (3-step
+      means) falls by at least `COLLAPSE_DROP` from its peak while it trains on the
+      self-consistency reward (reward hacking); whether its final test pass@1 has
+      also sunk below the base's by step 40 is reported beside it;
     * a mitigation *holds* when its test pass@1 is >= the base's + `MIN_GAIN`.
 
-    Each seed's runs go to ``out/srt_seeds/seed<S>``; base models are shared with
-    ``make demo`` (cached in ``out``).
+    Each seed's runs go to ``out/srt_seeds/seed<S>`` (``report_only``: read from there
+    instead of running); base models are shared with ``make demo`` (cached in ``out``).
     """
     t0 = time.time()
-    results = {
-        seed: run_demo_srt(
-            os.path.join(out, "srt_seeds", f"seed{seed}"), seed, base_dir=out, **kwargs
-        )
-        for seed in seeds
-    }
+    results = {}
+    for seed in seeds:
+        seed_out = os.path.join(out, "srt_seeds", f"seed{seed}")
+        if report_only:
+            with open(os.path.join(seed_out, "srt_demo_result.json"), encoding="utf-8") as f:
+                results[seed] = json.load(f)
+        else:
+            results[seed] = run_demo_srt(seed_out, seed, base_dir=out, **kwargs)
     names = list(next(iter(results.values()))["runs"])
     lines = [
         "| run | judged by | rate | " + " | ".join(f"seed {s}" for s in seeds) + " |",
         "|---|---|---|" + "---|" * len(seeds),
-        "| base | | | " + " | ".join(f"{r['base']['pass@1']:.3f}" for r in results.values()) + " |",
+        "| base | test pass@1 | | "
+        + " | ".join(f"{r['base']['pass@1']:.3f}" for r in results.values())
+        + " |",
     ]
     rates = {}
     for name in names:
-        plain = name == "SRT"
-        ok = [
-            (r["runs"][name]["pass@1"] < r["base"]["pass@1"])
-            if plain
-            else (r["runs"][name]["pass@1"] >= r["base"]["pass@1"] + MIN_GAIN)
-            for r in results.values()
-        ]
+        runs = [(r["runs"][name], r["base"]["pass@1"]) for r in results.values()]
+        if name == "SRT":
+            drops = [run["train_accuracy_peak"] - run["train_accuracy"] for run, _ in runs]
+            ok = [d >= COLLAPSE_DROP for d in drops]
+            below = sum(run["pass@1"] < base for run, base in runs)
+            rule = f"collapses (true accuracy peak - last >= {COLLAPSE_DROP})"
+            cells = [
+                f"{run['train_accuracy_peak']:.2f} -> {run['train_accuracy']:.2f}; "
+                f"test {run['pass@1']:.3f}"
+                for run, _ in runs
+            ]
+            rates["SRT ends below base"] = (below, len(runs))
+        else:
+            ok = [run["pass@1"] >= base + MIN_GAIN for run, base in runs]
+            rule = f"holds (test pass@1 >= base + {MIN_GAIN})"
+            cells = [f"{run['pass@1']:.3f}" for run, _ in runs]
         rates[name] = (sum(ok), len(ok))
-        cells = [f"{r['runs'][name]['pass@1']:.3f}" for r in results.values()]
-        lines.append(
-            f"| {name} | {'collapses (below base)' if plain else f'holds (>= base + {MIN_GAIN})'} "
-            f"| {sum(ok)} of {len(ok)} | " + " | ".join(cells) + " |"
-        )
+        lines.append(f"| {name} | {rule} | {sum(ok)} of {len(ok)} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
+    below, total = rates["SRT ends below base"]
     print("SRT demo over seeds (test pass@1 of each run's final or early-stopped model)")
-    print(table + f"\ntotal {time.time() - t0:.0f} s", flush=True)
+    print(table)
+    print(f"plain SRT's final test pass@1 is below the base's in {below} of {total} seeds")
+    print(f"total {time.time() - t0:.0f} s", flush=True)
     summary = {"seeds": seeds, "rates": rates, "table": table, "per_seed": results}
     with open(os.path.join(out, "srt_rates.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2)
@@ -378,6 +395,7 @@ def main(argv):
         srt_rates(
             FLAGS.out,
             [int(x) for x in FLAGS.seeds],
+            report_only=FLAGS.report,
             steps=FLAGS.steps,
             lr=FLAGS.lr,
             threshold=FLAGS.threshold,
