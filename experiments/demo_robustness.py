@@ -6,7 +6,7 @@ claim is checked as a *rate*: TTRL runs on the bases of several pretraining seed
 under perturbed numerics, every run in its own process:
 
 * ``threads1``: the process pinned to one core (XLA CPU sizes its thread pool from the
-  cores it may use, which changes how reductions are split);
+  cores it may use);
 * ``isa_avx2``: ``--xla_cpu_max_isa=AVX2`` (other vector kernels than AVX-512 builds);
 * ``rl_seed``: a different RL seed (other rollouts, another data order).
 
@@ -17,8 +17,8 @@ pseudo-label-accuracy collapse. Base models are cached under ``--out`` (shared w
 ``make demo``), so a rerun costs only the RL runs.
 
   python -m experiments.demo_robustness [--preset=demo|ci] [--seeds=0,1,2,3,4]
-      [--variants=threads1,isa_avx2,rl_seed] [--out=demo_out] [--steps=0] [--lr=0]
-      [--guard=...]
+      [--variants=threads1,isa_avx2,rl_seed] [--out=demo_out] [--steps=0]
+      [--set=optim.lr=4.5e-4,guard.step_kl_target=0] [--tag=NAME] [--report]
 """
 
 from __future__ import annotations
