@@ -106,14 +106,13 @@ def apply_overrides(c, overrides: list[str]) -> None:
         key, sep, text = item.partition("=")
         if not sep:
             raise ValueError(f"override {item!r} is not key=value")
-        node = c
-        for part in key.split(".")[:-1]:
-            node = node[part]
-        current = node[key.split(".")[-1]]
+        current = c[key]  # ConfigDict resolves dotted keys
         if isinstance(current, bool):
             value = text.lower() in ("1", "true", "yes")
-        elif isinstance(current, (int, float)):
-            value = type(current)(float(text)) if isinstance(current, int) else float(text)
+        elif isinstance(current, int):
+            value = int(float(text))
+        elif isinstance(current, float):
+            value = float(text)
         else:
             value = text
         c.update_from_flattened_dict({key: value})

@@ -30,8 +30,9 @@ def define_flags() -> None:
     flags.DEFINE_float("target", 0.004, "The guarded arm's guard.step_kl_target.")
 
 
-def plot(run_dirs: dict[str, str], png: str, title: str) -> None:
-    """Pseudo-label accuracy and true accuracy of the training rollouts per step."""
+def plot(run_dirs: dict[str, str], png: str, title: str, k: int) -> None:
+    """Pseudo-label accuracy and true accuracy of the training rollouts per step, and
+    the periodic test pass@1 (mean@k)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -48,7 +49,7 @@ def plot(run_dirs: dict[str, str], png: str, title: str) -> None:
             ("majority_ratio", "majority ratio"),
         ):
             ax.plot([r["step"] for r in rows], [r[key] for r in rows], lw=1.2, label=label)
-        evals = [(r["step"], r["eval/mean@16"]) for r in rows if "eval/mean@16" in r]
+        evals = [(r["step"], r[f"eval/mean@{k}"]) for r in rows if f"eval/mean@{k}" in r]
         ax.plot(*zip(*evals), "ks--", ms=4, label="test pass@1")
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("RL step")
@@ -62,7 +63,7 @@ def plot(run_dirs: dict[str, str], png: str, title: str) -> None:
 
 
 def run_demo_guard(out: str, seeds: list[int], lr: float, target: float) -> dict:
-    from experiments import demo_robustness
+    from experiments import demo, demo_robustness
 
     t0 = time.time()
     arms = {
@@ -85,6 +86,7 @@ def run_demo_guard(out: str, seeds: list[int], lr: float, target: float) -> dict
         },
         png,
         f"TTRL at lr {lr:g} without and with the trust region (target KL {target:g})",
+        demo.SETTINGS["demo"]["votes"],
     )
     for name, summary in results.items():
         print(f"{name}: criterion met in {summary['met']} of {summary['total']} runs")
