@@ -81,6 +81,7 @@ def srt_config(model_dir: str, data: str, out: str, mode: str, s: dict, seed: in
     c.algo.advantage = "rloo"
     c.algo.kl_in_reward, c.algo.kl_coef, c.algo.kl_type = True, 0.001, "k3"
     c.algo.entropy_coef = 0.001
+    c.reward.below_threshold = "keep"  # SRT's code: below-threshold prompts stay, reward 0
     c.optim.lr, c.optim.schedule = s["lr"], "constant"
     c.train.eval_every, c.train.best_metric = 0, ""
     c.train.save_every = s["steps"]

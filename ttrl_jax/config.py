@@ -58,6 +58,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.on_too_long = "filter"  # filter | error
     c.data.prompts_per_step = 8  # B
     c.data.shuffle = True
+    # SRT's curriculum: train only on this fraction of the prompts, those whose majority
+    # ratio under one voting pass of the base model is highest (SRT: 1/3); 1.0 = off.
+    # The pass is cached in <output_dir>/curriculum.json
+    c.data.curriculum_fraction = 1.0
     c.data.prompt_bucket = 64  # prompt length P is rounded up to a multiple of this
 
     c.rollout = ml_collections.ConfigDict()
@@ -79,6 +83,11 @@ def default_config() -> ml_collections.ConfigDict:
     c.reward.threshold = 0.0  # SRT consistency threshold tau
     c.reward.soft = False  # SRT soft reward: fraction of agreeing votes
     c.reward.keep_fraction = 1.0  # SRT: train on the most self-consistent fraction
+    # prompts without a (pseudo-)label, e.g. below reward.threshold: "drop" leaves them
+    # out of the update; "keep" (SRT's code) keeps their samples in the batch with reward
+    # 0 and no KL penalty in their reward (algo.kl_in_reward), so they count in the loss
+    # denominators (a KL *loss*, algo.kl_in_reward=False, still applies to them)
+    c.reward.below_threshold = "drop"
     c.reward.offline_labels = ""  # JSON {id: label} for the "offline" mode
     c.reward.grading_workers = 2
     c.reward.grading_timeout = 1.0  # seconds per comparison (hard deadline)
@@ -186,6 +195,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     _check(c.reward.clustering in ("semantic", "exact"), "reward.clustering", "semantic | exact")
     _check(0 <= c.reward.threshold <= 1, "reward.threshold", "must be in [0, 1]")
     _check(0 < c.reward.keep_fraction <= 1, "reward.keep_fraction", "must be in (0, 1]")
+    _check(c.reward.below_threshold in ("drop", "keep"), "reward.below_threshold", "drop | keep")
+    _check(0 < c.data.curriculum_fraction <= 1, "data.curriculum_fraction", "must be in (0, 1]")
     _check(
         c.reward.mode != "offline" or bool(c.reward.offline_labels),
         "reward.offline_labels",

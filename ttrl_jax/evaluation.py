@@ -246,6 +246,32 @@ def evaluate(
     return summary
 
 
+def majority_ratios(
+    model: Transformer,
+    tok: TokenizerInfo,
+    prompt_ids: Sequence[Sequence[int]],
+    settings: EvalSettings,
+    *,
+    key,
+    mesh=None,
+    pool=None,
+) -> np.ndarray:
+    """One label-free voting pass: the majority ratio of each prompt, ``[B]`` float64.
+
+    Samples ``settings.n_samples`` = M completions per prompt at ``settings.temperature``,
+    clusters their answers as training does (``settings.clustering``) and returns
+    :math:`\\max_k |C_{bk}| / M`, the share of votes in the largest answer class (0 when
+    no sample answered; no-answer samples count in M). No gold answer is read.
+    """
+    n = settings.n_samples
+    texts = _generate(model, tok, prompt_ids, n, settings, settings.temperature, key, mesh)
+    answers = answers_lib.extract_answers(texts, settings.task)
+    clusters = voting.cluster_answers(
+        answers, mode=settings.clustering, task=settings.task, pool=pool
+    )
+    return np.asarray([max(v, default=0) / n for v in clusters.votes], np.float64)  # [B]
+
+
 def write_outputs(out_dir: str, name: str, summary: dict, gen_rows: list[dict]) -> None:
     """``<name>.generations.jsonl``, ``<name>.summary.json`` and ``<name>.summary.md``."""
     os.makedirs(out_dir, exist_ok=True)

@@ -17,6 +17,7 @@ are ``fold_in(key(seed), step)`` and the data-iterator position is checkpointed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -31,13 +32,21 @@ import numpy as np
 from ttrl_jax import checkpointing, consensus, evaluation, guard, metrics, rl, sampling, sharding
 from ttrl_jax import train_step as ts
 from ttrl_jax.config import validate
-from ttrl_jax.data import PromptIterator, build_prompts, left_pad, load_benchmark, load_records
+from ttrl_jax.data import (
+    PromptIterator,
+    build_prompts,
+    curriculum,
+    left_pad,
+    load_benchmark,
+    load_records,
+)
 from ttrl_jax.models import load_hf
 from ttrl_jax.models.tokenizer import load_tokenizer
 from ttrl_jax.rewards import grading
 
 log = logging.getLogger(__name__)
 BENCHMARKS = ("aime24", "amc23", "math500", "gpqa_diamond")
+_CURRICULUM_STREAM = 0x43555252  # PRNG stream of the curriculum voting pass ("CURR")
 
 
 class TrainingError(RuntimeError):
@@ -145,6 +154,11 @@ class Trainer:
             system_prompt=c.model.system_prompt or None,
             on_too_long=c.data.on_too_long,
         )
+        self.pool = grading.GradingPool(
+            num_workers=c.reward.grading_workers, timeout=c.reward.grading_timeout
+        )
+        if c.data.curriculum_fraction < 1.0:
+            self._apply_curriculum()
         n = len(self.prompts.records)
         if n < c.data.prompts_per_step:
             raise ValueError(
@@ -232,12 +246,76 @@ class Trainer:
             wandb_project=c.train.wandb_project or None,
             config=c.to_dict(),
         )
-        self.pool = grading.GradingPool(
-            num_workers=c.reward.grading_workers, timeout=c.reward.grading_timeout
-        )
         self._maybe_resume()
 
     # ------------------------------------------------------------------ state
+    def _apply_curriculum(self) -> None:
+        """Keeps the ``data.curriculum_fraction`` of the prompts that the base model
+        answers most consistently (SRT's curriculum, `ttrl_jax.data.curriculum`).
+
+        The ratios come from ``<output_dir>/curriculum.json`` when it exists, else from one
+        voting pass of ``self.model`` -- the base weights, loaded before any checkpoint
+        is restored -- with the rollout's sampling settings, then cached.
+        """
+        c = self.c
+        ids = [str(r["id"]) for r in self.prompts.records]
+        fingerprint = {
+            "model.path": c.model.path,
+            "data.dataset": c.data.dataset,
+            "data.suffix": c.data.suffix,
+            "model.system_prompt": c.model.system_prompt,
+            "rollout.n_votes": c.rollout.n_votes,
+            "rollout.temperature": c.rollout.temperature,
+            "rollout.top_p": c.rollout.top_p,
+            "rollout.top_k": c.rollout.top_k,
+            "rollout.max_new_tokens": c.rollout.max_new_tokens,
+            "reward.task": c.reward.task,
+            "reward.clustering": c.reward.clustering,
+            "seed": c.seed,
+        }
+        path = curriculum.cache_path(c.output_dir)
+        ratios = curriculum.load_ratios(path, fingerprint, ids)  # [n] or None
+        if ratios is None:
+            settings = dataclasses.replace(
+                eval_settings(c),
+                n_samples=c.rollout.n_votes,
+                temperature=c.rollout.temperature,
+                top_p=c.rollout.top_p,
+                top_k=c.rollout.top_k,
+                max_new_tokens=c.rollout.max_new_tokens,
+                greedy=False,
+            )
+            t0 = time.perf_counter()
+            ratios = evaluation.majority_ratios(
+                self.model,
+                self.tok,
+                self.prompts.token_ids,
+                settings,
+                key=jax.random.fold_in(jax.random.key(c.seed), _CURRICULUM_STREAM),
+                mesh=self.mesh,
+                pool=self.pool,
+            )
+            if jax.process_index() == 0:
+                curriculum.save_ratios(path, fingerprint, ids, ratios)
+            log.info(
+                "curriculum voting pass: %d prompts in %.1fs", len(ids), time.perf_counter() - t0
+            )
+        keep = curriculum.select_most_consistent(ratios, c.data.curriculum_fraction)  # [k]
+        p = self.prompts
+        self.prompts = dataclasses.replace(
+            p,
+            token_ids=[p.token_ids[i] for i in keep],
+            texts=[p.texts[i] for i in keep],
+            records=[p.records[i] for i in keep],
+        )
+        self.curriculum = {
+            "prompts": len(keep),
+            "of": len(ids),
+            "ratio_kept_mean": float(ratios[keep].mean()),
+            "ratio_all_mean": float(ratios.mean()),
+        }
+        log.info("curriculum: %s", self.curriculum)
+
     def _maybe_resume(self) -> None:
         if self.ckpt.latest_step() is None:
             return
@@ -422,7 +500,11 @@ class Trainer:
         if self.loss_cfg.prompt_group > 1 and n != self.loss_cfg.prompt_group:
             raise RuntimeError(f"{n} trained samples per prompt, expected {self.n_train}")
         live = np.arange(t)[None, None] < lengths[..., None]  # [B, N, T]
-        valid = np.broadcast_to((rw.keep & rw.label_mask)[:, None], (b, n))  # [B, N]
+        # a prompt without a (pseudo-)label has reward 0 on every sample; "keep" (SRT)
+        # leaves it in the batch (its tokens count in the loss denominators), "drop" not
+        labelled = np.asarray(rw.label_mask)  # [B]
+        in_batch = rw.keep & (labelled | (c.reward.below_threshold == "keep"))  # [B]
+        valid = np.broadcast_to(np.asarray(in_batch)[:, None], (b, n))  # [B, N]
         rewards = np.asarray(rw.rewards, np.float32)  # [B, N]
         extra = {}
         if c.algo.drop_uniform_groups:
@@ -459,14 +541,16 @@ class Trainer:
                     jnp.asarray(ref).reshape(b, n, t),
                     c.algo.kl_type,
                 )
-                adv = rl.kl_in_reward_advantages(c.algo.advantage, r, kl, mask3, c.algo.kl_coef, v)
                 extra["kl_in_reward"] = float((kl * mask3).sum() / n_tok)
+                kl = kl * jnp.asarray(labelled, kl.dtype)[:, None, None]  # unlabelled: no KL
+                adv = rl.kl_in_reward_advantages(c.algo.advantage, r, kl, mask3, c.algo.kl_coef, v)
         else:
             adv = rl.broadcast_advantages(rl.compute_advantages(c.algo.advantage, r, v), mask3)
         adv = np.asarray(adv)
         batch["advantages"] = adv.reshape(b * n, t)
         extra["advantage/abs_mean"] = float(np.abs(adv).sum() / n_tok)
         extra["trained_sequence_fraction"] = float(valid.mean())
+        extra["unlabelled_prompt_fraction"] = float(1.0 - labelled.mean())
         return sharding.shard_batch(batch, self.mesh), extra
 
     # ------------------------------------------------------------------ loop

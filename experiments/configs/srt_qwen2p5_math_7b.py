@@ -4,8 +4,10 @@ The same self-consistency reward, with the 32 samples of each prompt both voting
 training, 16 prompts per step, RLOO advantages, KL (k3, 0.001) in the reward instead
 of the loss, an entropy bonus of 0.001, one optimizer update per step, constant lr
 1e-6. The mitigations of its reward-hacking failure mode are switches in `reward`
-(threshold tau, keep_fraction, offline labels) and `train.best_metric` (early stopping
-on a small labelled validation set via the best-checkpoint policy).
+(threshold tau -- prompts below it stay in the batch with reward 0 and no KL, as SRT's
+code does --, keep_fraction, offline labels), `data.curriculum_fraction` (SRT: 1/3 of
+the prompts, those the base model answers most consistently) and `train.best_metric`
+(early stopping on a small labelled validation set via the best-checkpoint policy).
 """
 
 from experiments.configs import ttrl_aime_qwen2p5_math_7b as base
@@ -24,6 +26,7 @@ def get_config():
     c.rollout.n_train = 32
     c.rollout.temperature = 1.0
     c.reward.mode = "srt"
+    c.reward.below_threshold = "keep"  # SRT's code: reward 0, no KL, still in the batch
     c.algo.advantage = "rloo"
     c.algo.kl_coef = 0.001
     c.algo.kl_type = "k3"

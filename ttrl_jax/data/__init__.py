@@ -8,10 +8,11 @@
 * ``build_prompts`` (chat template, suffix, length limit) and ``left_pad``
   (bucketed int32 ``[B, P]`` + mask).
 * ``PromptIterator``: deterministic, resumable batches of indices.
+* ``curriculum``: SRT's curriculum (most self-consistent prompts of the base model).
 * ``synthetic``: the demo's digit-sum task (noisy training traces, unlabeled test set).
 """
 
-from ttrl_jax.data import synthetic
+from ttrl_jax.data import curriculum, synthetic
 from ttrl_jax.data.benchmarks import (
     BUILDERS,
     SPECS,
