@@ -1,4 +1,4 @@
-"""`make demo-srt`: SRT's failure mode (reward hacking) and two of its mitigations.
+"""`make demo-srt`: SRT's failure mode (reward hacking) and its mitigations.
 
 Self-rewarding training (SRT, arXiv 2505.21444) trains on the self-consistency reward
 r = 1[answer = majority of the M votes] with RLOO, KL in the reward and an entropy bonus.
@@ -17,8 +17,12 @@ read only for reporting), each with the same aggressive constant learning rate:
 * ``SRT + early stopping``: evaluates on a small *labelled validation set* (disjoint from
   the test set) every few steps, keeps the best checkpoint and stops after ``patience``
   evaluations without a gain; the best checkpoint is reported;
-* ``SRT + threshold`` (``--threshold``): trains only on prompts whose majority ratio is
-  at least tau, and only the most self-consistent fraction of them;
+* ``SRT + threshold`` (``--threshold``): rewards only prompts whose majority ratio is
+  at least tau (the others stay in the batch with reward 0 and no KL, as SRT's code
+  does), and trains only on the most self-consistent fraction of them;
+* ``SRT + curriculum`` (``--curriculum``): trains only on the third of the test
+  prompts that the frozen base model answers most consistently (one voting pass,
+  ``data.curriculum_fraction``);
 * ``RL with labels`` (``--labels_baseline``): ground-truth reward at the same learning
   rate, to show the lr alone does not cause the collapse.
 
@@ -50,6 +54,9 @@ def define_flags() -> None:
     flags.DEFINE_bool(
         "threshold", True, "Also run SRT with a consistency threshold + keep-fraction."
     )
+    flags.DEFINE_bool(
+        "curriculum", True, "Also run SRT on the base model's most consistent third."
+    )
     flags.DEFINE_bool("labels_baseline", False, "Also run RL with ground-truth labels.")
     flags.DEFINE_list(
         "seeds", [], "Rates instead: the whole demo on the bases of these pretraining seeds."
@@ -69,6 +76,7 @@ SETTINGS = dict(
     patience=3,
     tau=0.5,
     keep_fraction=0.5,
+    curriculum_fraction=1 / 3,
 )
 
 
@@ -204,6 +212,7 @@ def run_demo_srt(
     labels_baseline: bool = False,
     settings: dict | None = None,
     base_dir: str = "",
+    curriculum: bool = True,
 ) -> dict:
     """The whole SRT demo; returns the numbers it printed (base models cached in
     ``base_dir``, default ``out``)."""
@@ -268,6 +277,11 @@ def run_demo_srt(
         plans["SRT + threshold"] = (
             "srt",
             {"reward.threshold": s["tau"], "reward.keep_fraction": s["keep_fraction"]},
+        )
+    if curriculum:
+        plans["SRT + curriculum"] = (
+            "srt",
+            {"data.curriculum_fraction": s["curriculum_fraction"]},
         )
     if labels_baseline:
         plans["RL with labels"] = ("ground_truth", {})
@@ -401,10 +415,17 @@ def main(argv):
             lr=FLAGS.lr,
             threshold=FLAGS.threshold,
             labels_baseline=FLAGS.labels_baseline,
+            curriculum=FLAGS.curriculum,
         )
         return 0
     run_demo_srt(
-        FLAGS.out, FLAGS.seed, FLAGS.steps, FLAGS.lr, FLAGS.threshold, FLAGS.labels_baseline
+        FLAGS.out,
+        FLAGS.seed,
+        FLAGS.steps,
+        FLAGS.lr,
+        FLAGS.threshold,
+        FLAGS.labels_baseline,
+        curriculum=FLAGS.curriculum,
     )
     return 0
 
