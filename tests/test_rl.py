@@ -34,24 +34,67 @@ def np_group_adv(name, r, v):
     return out
 
 
-def np_whiten(x, m):
-    sel = np.asarray(x, np.float64)[np.asarray(m, bool)]
-    mu, var = sel.mean(), sel.var()
-    return np.where(m, (x - mu) / np.sqrt(var + 1e-8), 0.0)
+def np_masked_whiten(x, m, shift_mean=True):
+    """verl masked_whiten: masked mean, unbiased masked variance (Bessel n / (n - 1))."""
+    x, m = np.asarray(x, np.float64), np.asarray(m, np.float64)
+    n = m.sum()
+    mu = (x * m).sum() / n
+    var = (((x - mu) ** 2) * m).sum() / n * (n / (n - 1))
+    out = (x - mu) / np.sqrt(var + 1e-8)
+    return out + mu if not shift_mean else out
 
 
-def np_adv(name, r, v):
+def np_returns(rho, m):
+    """verl reinforce_plus_plus loop, gamma = 1: reset the running return after EOS."""
+    rho, m = np.asarray(rho, np.float64), np.asarray(m, np.float64)
+    out, running = np.zeros_like(rho), np.zeros(rho.shape[:-1])
+    for t in reversed(range(rho.shape[-1])):
+        running = rho[..., t] + running
+        out[..., t] = running
+        running = running * m[..., t]
+    return out
+
+
+def np_token_rewards(r, m, kl=None, beta=0.0):
+    """verl: score on the last valid token, minus beta * KL * mask on every token."""
+    r, m = np.asarray(r, np.float64), np.asarray(m, np.float64)
+    rho = np.zeros(m.shape)
+    for idx in np.ndindex(m.shape[:-1]):
+        L = int(m[idx].sum())
+        if L:
+            rho[idx + (L - 1,)] = r[idx]
+    return rho if kl is None else rho - beta * np.asarray(kl, np.float64) * m
+
+
+def np_token_adv(name, r, v, m, kl=None, beta=0.0):
+    """verl's token-level advantages [B, N, T]; groups of one: 0 (our convention)."""
+    v = np.asarray(v, bool)
+    m = np.asarray(m, np.float64) * v[..., None]
     if name == "reinforce_pp":
-        return np_whiten(np.where(v, r, 0.0), v)
+        return np_masked_whiten(np_returns(np_token_rewards(r, m, kl, beta), m), m) * m
+    R = np.asarray(r, np.float64)
+    if kl is not None:
+        R = R - beta * (np.asarray(kl, np.float64) * m).sum(-1)
     if name == "reinforce_pp_baseline":
-        return np_whiten(np_group_adv("dr_grpo", r, v), v)
-    return np_group_adv(name, r, v)
+        tiled = np_group_adv("dr_grpo", R, v)[..., None] * m
+        return np_masked_whiten(tiled, m) * m
+    return np_group_adv(name, R, v)[..., None] * m
 
 
-def np_kl(lp, ref, kind):
+def np_kl(lp, ref, kind, clamp=None):
+    """verl kl_penalty_forward; clamp None: only low_var_kl at +-10."""
     d = np.asarray(lp, np.float64) - np.asarray(ref, np.float64)
-    kl = {"k1": d, "k2": 0.5 * d**2, "k3": np.exp(-d) + d - 1}[kind]
-    return np.clip(kl, -10, 10)
+    base = kind.removesuffix("+")
+    if base in ("kl", "k1"):
+        kl = d
+    elif base == "abs":
+        kl = np.abs(d)
+    elif base in ("mse", "k2"):
+        kl = 0.5 * d**2
+    else:
+        x = np.clip(-d, -20, 20)
+        kl = np.clip(np.exp(x) - x - 1, -10, 10)
+    return kl if clamp is None else np.clip(kl, -clamp, clamp)
 
 
 def np_ppo(lp, old, adv, eps_lo=0.2, eps_hi=None, c=3.0):
@@ -71,18 +114,25 @@ def np_ppo(lp, old, adv, eps_lo=0.2, eps_hi=None, c=3.0):
     return loss, clip, dual
 
 
-def np_aggregate(x, m, mode, max_len=None):
+def np_aggregate(x, m, mode, scale=None):
+    """verl agg_loss as (numerator, denominator); loops over sequences."""
     x, m = (
         np.asarray(x, np.float64).reshape(-1, x.shape[-1]),
         np.asarray(m).reshape(-1, x.shape[-1]),
     )
+    scale = x.shape[-1] if scale is None else scale
     if mode == "token-mean":
         return (x * m).sum(), m.sum()
     seqs = [row for row in range(x.shape[0]) if m[row].sum() > 0]
+    sums = [(x[s] * m[s]).sum() for s in seqs]
     if mode == "seq-mean-token-mean":
-        return sum((x[s] * m[s]).sum() / m[s].sum() for s in seqs), len(seqs)
-    length = x.shape[-1] if max_len is None else max_len
-    return sum((x[s] * m[s]).sum() / length for s in seqs), len(seqs)
+        return sum(t / m[s].sum() for t, s in zip(sums, seqs)), len(seqs)
+    if mode == "seq-mean-token-sum":
+        return sum(sums), len(seqs)
+    if mode == "seq-mean-token-sum-norm":
+        return sum(sums) / scale, 1.0
+    assert mode == "seq-mean-token-norm"
+    return sum(sums) / scale, len(seqs)
 
 
 def random_mask(rng, shape, min_len=0):
@@ -113,13 +163,27 @@ def _reward_cases():
     yield "binary_novalid", (rng.random((3, 8)) < 0.5).astype(np.float32), None
 
 
-@pytest.mark.parametrize("name", sorted(rl.ADVANTAGE_ESTIMATORS))
+@pytest.mark.parametrize("name", sorted(rl.SAMPLE_ESTIMATORS))
 @pytest.mark.parametrize("case", list(_reward_cases()), ids=lambda c: c[0])
 def test_estimators_match_numpy(name, case):
     _, r, v = case
     got = jax.jit(functools.partial(rl.compute_advantages, name))(r, v)
-    want = np_adv(name, r, np.ones(r.shape, bool) if v is None else v)
+    want = np_group_adv(name, r, np.ones(r.shape, bool) if v is None else v)
     assert got.shape == r.shape and got.dtype == jnp.float32
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("name", sorted(rl.ADVANTAGE_ESTIMATORS))
+@pytest.mark.parametrize("case", list(_reward_cases()), ids=lambda c: c[0])
+def test_token_advantages_match_verl_numpy(name, case):
+    """Every estimator (verl's names too) at the token level, samples of varying length."""
+    _, r, v = case
+    rng = np.random.default_rng(10)
+    m = random_mask(rng, r.shape + (7,), min_len=1)
+    v = np.ones(r.shape, bool) if v is None else v
+    got = jax.jit(functools.partial(rl.token_advantages, name))(r, m, v)
+    want = np_token_adv(rl.ESTIMATOR_ALIASES.get(name, name), r, v, m)
+    assert got.shape == m.shape and got.dtype == jnp.float32
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
 
 
@@ -141,9 +205,74 @@ def test_estimator_hand_values():
     )
     # N = 2: RLOO is the plain difference.
     np.testing.assert_allclose(rl.rloo_advantages(jnp.array([[3.0, 1.0]])), [[2.0, -2.0]])
-    # REINFORCE++ has no per-group baseline: a unanimous group keeps a signal.
-    a = rl.reinforce_pp_advantages(jnp.array([[1.0, 1.0], [0.0, 1.0]]))
-    np.testing.assert_allclose(a, [[1, 1], [-3, 1]] / np.sqrt(3.0), rtol=1e-5)
+
+
+def _lengths_mask(lengths, T):
+    return (np.arange(T) < np.asarray(lengths)[..., None]).astype(np.float32)
+
+
+def test_reinforce_pp_whitens_over_tokens_unbiased():
+    """verl: tokens [1, 1, 1 | 0] -> mean 3/4, unbiased var (3/16 + 9/16) / 3 = 1/4."""
+    m = _lengths_mask([[3, 1]], 4)
+    a = rl.reinforce_pp_advantages(jnp.array([[1.0, 0.0]]), m)
+    want = np.array([[[0.5, 0.5, 0.5, 0.0], [-1.5, 0.0, 0.0, 0.0]]]) / np.sqrt(1 + 4e-8)
+    np.testing.assert_allclose(a, want, rtol=1e-6, atol=1e-7)
+    # Per sample with the population variance this case would give +-1: a longer
+    # sample weighs more, and a unanimous group keeps a signal (no group baseline).
+    a2 = rl.reinforce_pp_advantages(
+        jnp.array([[1.0, 1.0], [0.0, 1.0]]), _lengths_mask([[1, 1], [1, 1]], 2)
+    )
+    np.testing.assert_allclose(a2[..., 0], [[0.5, 0.5], [-1.5, 0.5]], rtol=1e-6)
+    # verl's name, the same estimator
+    b = rl.token_advantages("reinforce_plus_plus", jnp.array([[1.0, 0.0]]), m)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_reinforce_pp_baseline_hand_values():
+    """Group means subtracted, copied to the tokens, whitened over all 8 valid tokens."""
+    r = jnp.array([[1.0, 0.0], [1.0, 1.0]])
+    m = _lengths_mask([[1, 3], [2, 2]], 3)
+    a = rl.reinforce_pp_baseline_advantages(r, m)
+    # token values 0.5 x1, -0.5 x3, 0 x4: mean -1/8, unbiased var (7/8) / 7 = 1/8
+    sd = np.sqrt(1 / 8 + 1e-8)
+    want = np.array([[[0.625, 0, 0], [-0.375] * 3], [[0.125, 0.125, 0], [0.125, 0.125, 0]]]) / sd
+    np.testing.assert_allclose(a, want * m, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(a, rl.token_advantages("reinforce_plus_plus_baseline", r, m))
+
+
+def test_whiten_shift_mean_and_single_token():
+    x = jnp.array([[1.0, 2.0, 3.0, 100.0]])
+    m = jnp.array([[1.0, 1.0, 1.0, 0.0]])  # mean 2, unbiased var 1
+    np.testing.assert_allclose(rl.whiten(x, m), [[-1, 0, 1, 0]], atol=1e-6)
+    np.testing.assert_allclose(rl.whiten(x, m, shift_mean=False), [[1, 2, 3, 0]], atol=1e-6)
+    np.testing.assert_allclose(
+        rl.whiten(x, m, shift_mean=False), np_masked_whiten(x, m, False) * m, atol=1e-6
+    )
+    # one valid token: verl raises (n - 1 = 0); here the variance is 0 and the output 0
+    assert float(jnp.abs(rl.whiten(x, jnp.array([[0.0, 1.0, 0.0, 0.0]]))).max()) == 0.0
+
+
+def test_groups_of_one_have_no_baseline():
+    """A group of one gets 0 (verl: r or r / (1 + eps)); REINFORCE++ keeps it."""
+    r = jnp.array([[2.0, 0.0], [1.0, 0.0], [3.0, 0.0]])
+    v = jnp.array([[True, False], [True, True], [True, False]])
+    m = _lengths_mask([[2, 2], [2, 2], [2, 2]], 2)
+    for name in ("grpo", "dr_grpo", "rloo"):
+        a = np.asarray(rl.token_advantages(name, r, m, v))
+        assert np.all(a[[0, 2]] == 0.0) and np.all(np.abs(a[1]) > 0.1), name
+    base = np.asarray(rl.token_advantages("reinforce_pp_baseline", r, m, v))
+    np.testing.assert_allclose(base[0], base[2], atol=1e-7)  # both 0 before whitening
+    pp = np.asarray(rl.token_advantages("reinforce_pp", r, m, v))
+    assert pp[2, 0, 0] > pp[0, 0, 0] > 0  # r = 3 and 2 above the batch mean
+
+
+def test_returns_to_go_resets_like_verl():
+    """A hole in the mask resets the running return (verl's loop), as at the padding."""
+    rho = np.array([[1.0, 2.0, 3.0, 4.0, 5.0]], np.float32)
+    m = np.array([[1.0, 1.0, 0.0, 1.0, 0.0]], np.float32)
+    got = rl.returns_to_go(rho, m)
+    np.testing.assert_allclose(got, np_returns(rho * m, m) * m, atol=1e-6)
+    np.testing.assert_allclose(got, [[3.0, 2.0, 0.0, 4.0, 0.0]], atol=1e-6)
 
 
 def test_all_equal_groups():
@@ -166,6 +295,10 @@ def test_all_equal_groups():
 def test_unknown_names_raise():
     with pytest.raises(ValueError, match="advantage estimator"):
         rl.compute_advantages("ppo", jnp.zeros((1, 2)))
+    with pytest.raises(ValueError, match="token_advantages"):
+        rl.compute_advantages("reinforce_pp", jnp.zeros((1, 2)))
+    with pytest.raises(ValueError, match="kl_type"):
+        rl.kl_estimate(jnp.zeros(3), jnp.zeros(3), "k3++")
     with pytest.raises(ValueError, match="kl_type"):
         rl.kl_estimate(jnp.zeros(3), jnp.zeros(3), "k4")
     with pytest.raises(ValueError, match="aggregation"):
@@ -205,14 +338,18 @@ def test_token_rewards_and_returns_to_go():
 
 
 @pytest.mark.parametrize("name", sorted(rl.ADVANTAGE_ESTIMATORS))
-def test_kl_in_reward_sequence_level(name):
-    """SRT / verl: the estimator runs on R = r - beta * sum_t KL_t, broadcast to tokens."""
+def test_kl_in_reward_verl(name):
+    """verl use_kl_in_reward: reinforce_pp whitens token returns r - beta sum_{s>=t} KL_s;
+    the others run on R = r - beta * sum_t KL_t (baseline: whitened over tokens)."""
     r, kl, m = _kl_case(seed=2)
+    v = np.ones(r.shape, bool)
+    v[2, 1] = False
     beta = 0.05
-    got = jax.jit(functools.partial(rl.kl_in_reward_advantages, name))(r, kl, m, beta)
-    R = r.astype(np.float64) - beta * (kl * m).sum(-1)
-    want = np_adv(name, R, np.ones(r.shape, bool))[..., None] * m
+    got = jax.jit(functools.partial(rl.kl_in_reward_advantages, name))(r, kl, m, beta, v)
+    want = np_token_adv(rl.ESTIMATOR_ALIASES.get(name, name), r, v, m, kl, beta)
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+    same = rl.token_advantages(name, r, m, v, kl, beta)
+    np.testing.assert_allclose(got, same, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("name", sorted(rl.ADVANTAGE_ESTIMATORS))
@@ -225,39 +362,61 @@ def test_kl_in_reward_to_go(name):
     f = functools.partial(rl.kl_in_reward_advantages, name, reward_to_go=True)
     got = jax.jit(f)(r, kl, m, beta, v)
     mv = m * v[..., None]
+    name = rl.ESTIMATOR_ALIASES.get(name, name)
     if name == "reinforce_pp":
         shaped = np.where(v, r, 0.0)
     elif name == "reinforce_pp_baseline":
         shaped = np_group_adv("dr_grpo", r, v)
     else:
-        shaped = np_adv(name, r, v)
+        shaped = np_group_adv(name, r, v)
     B, N, T = m.shape
     G = np.zeros((B, N, T))
     for b, i in np.ndindex(B, N):
         L = int(mv[b, i].sum())
         for t in range(L):
             G[b, i, t] = shaped[b, i] - beta * kl[b, i, t:L].sum()
-    want = np_whiten(G, mv > 0) if name.startswith("reinforce_pp") else G
+    want = np_masked_whiten(G, mv) * mv if name.startswith("reinforce_pp") else G
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
 
 
 # ------------------------------------------------------------------ KL, policy
 
 
-@pytest.mark.parametrize("kind", ["k1", "k2", "k3"])
+@pytest.mark.parametrize("kind", rl.KL_TYPES)
 def test_kl_estimators(kind):
     rng = np.random.default_rng(4)
     lp = rng.normal(-2, 1.5, size=(5, 9)).astype(np.float32)
     ref = rng.normal(-2, 1.5, size=(5, 9)).astype(np.float32)
-    lp[0, :3] = [-1.0, -30.0, -1.0]  # large |d| exercises the +-10 clamp
+    lp[0, :3] = [-1.0, -30.0, -1.0]  # large |d|: low_var_kl's +-10 clamp binds
     ref[0, :3] = [-30.0, -1.0, -1.0]
     got = rl.kl_estimate(lp, ref, kind)
     np.testing.assert_allclose(got, np_kl(lp, ref, kind), rtol=RTOL, atol=ATOL)
-    assert float(jnp.max(jnp.abs(got))) <= 10.0
     # Gradients stay finite even where the estimate is clamped.
     g = jax.grad(lambda x: rl.kl_estimate(x, ref, kind).sum())(jnp.asarray(lp))
     assert np.all(np.isfinite(g))
-    assert rl.kl_estimate(jnp.zeros(2), jnp.zeros(2), "low_var_kl").tolist() == [0.0, 0.0]
+    if kind.endswith("+"):  # straight through: the gradient of k2, d = lp - ref
+        np.testing.assert_allclose(g, lp - ref, rtol=1e-6, atol=1e-6)
+    assert rl.kl_estimate(jnp.zeros(2), jnp.zeros(2), kind).tolist() == [0.0, 0.0]
+
+
+def test_kl_hand_values_and_clamp():
+    lp, ref = jnp.array([15.0, -15.0, 0.5]), jnp.zeros(3)
+    # verl's default: only low_var_kl is clamped (at 10); k1 / abs / k2 are not
+    np.testing.assert_allclose(rl.kl_estimate(lp, ref, "k1"), [15.0, -15.0, 0.5])
+    np.testing.assert_allclose(rl.kl_estimate(lp, ref, "kl"), [15.0, -15.0, 0.5])
+    np.testing.assert_allclose(rl.kl_estimate(lp, ref, "abs"), [15.0, 15.0, 0.5])
+    np.testing.assert_allclose(rl.kl_estimate(lp, ref, "mse"), [112.5, 112.5, 0.125])
+    k3_half = np.exp(-0.5) + 0.5 - 1
+    # exp(-15) + 15 - 1 = 14.0000003 and exp(15) - 16 are both clamped at 10
+    np.testing.assert_allclose(rl.kl_estimate(lp, ref, "k3"), [10.0, 10.0, k3_half], rtol=1e-6)
+    np.testing.assert_allclose(
+        rl.kl_estimate(lp, ref, "low_var_kl+"), [10.0, 10.0, k3_half], rtol=1e-6
+    )
+    # a configured clamp c bounds every estimator at +-c
+    np.testing.assert_allclose(rl.kl_estimate(lp, ref, "k1", 5.0), [5.0, -5.0, 0.5])
+    np.testing.assert_allclose(rl.kl_estimate(lp, ref, "k2", 5.0), [5.0, 5.0, 0.125])
+    np.testing.assert_allclose(rl.kl_estimate(lp, ref, "k3", 5.0), [5.0, 5.0, k3_half], rtol=1e-6)
+    np.testing.assert_allclose(rl.kl_estimate(lp, ref, "k3+", 5.0), [5.0, 5.0, k3_half], rtol=1e-6)
 
 
 HAND = [  # (ratio, advantage, eps_high, expected loss, clipped, dual-clipped)
@@ -310,7 +469,8 @@ def test_ppo_matches_numpy(eps_high, c):
     np.testing.assert_allclose(loss, want * m, rtol=RTOL, atol=ATOL)
     np.testing.assert_array_equal(st["clipfrac"], clip * m)
     np.testing.assert_array_equal(st["dual_clipfrac"], dual * m)
-    np.testing.assert_allclose(st["approx_kl"], 0.5 * (lp - old) ** 2 * m, rtol=RTOL, atol=1e-7)
+    np.testing.assert_allclose(st["approx_kl_k2"], 0.5 * (lp - old) ** 2 * m, rtol=RTOL, atol=1e-7)
+    np.testing.assert_allclose(st["ppo_kl"], (old - lp) * m, rtol=RTOL, atol=1e-6)
     assert 0 < clip[m > 0].mean() < 1  # the case exercises both branches
     if c is not None:
         assert dual[m > 0].sum() > 0
@@ -320,16 +480,36 @@ def test_ppo_matches_numpy(eps_high, c):
 
 
 @pytest.mark.parametrize("mode", rl.AGG_MODES)
-@pytest.mark.parametrize("max_len", [None, 16])
-def test_aggregate_matches_numpy(mode, max_len):
+@pytest.mark.parametrize("scale", [None, 16.0])
+def test_aggregate_matches_numpy(mode, scale):
     rng = np.random.default_rng(6)
     x = rng.normal(size=(3, 4, 9)).astype(np.float32)
     m = random_mask(rng, (3, 4, 9))
     m[1, 1] = 0.0  # empty sequence: not counted
-    num, den = rl.aggregate(x, m, mode, max_len)
-    wn, wd = np_aggregate(x, m, mode, max_len)
+    num, den = rl.aggregate(x, m, mode, scale)
+    wn, wd = np_aggregate(x, m, mode, scale)
     np.testing.assert_allclose([num, den], [wn, wd], rtol=RTOL, atol=ATOL)
+    w = rl.aggregate_weights(m, mode, scale)
+    np.testing.assert_allclose((w * x).sum(), wn, rtol=RTOL, atol=ATOL)
     assert float(rl.safe_div(jnp.float32(1.0), jnp.float32(0.0))) == 0.0
+
+
+def test_aggregate_hand_values():
+    """verl agg_loss on two sequences of T = 4: token sums 6 (3 tokens) and 4 (1 token)."""
+    x = jnp.array([[1.0, 2.0, 3.0, 9.0], [4.0, 9.0, 9.0, 9.0]])
+    m = jnp.array([[1.0, 1.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+
+    def loss(mode, scale=None):
+        num, den = rl.aggregate(x, m, mode, scale)
+        return float(num / den)
+
+    assert loss("token-mean") == pytest.approx(10 / 4)
+    assert loss("seq-mean-token-mean") == pytest.approx((2 + 4) / 2)
+    assert loss("seq-mean-token-sum") == pytest.approx((6 + 4) / 2)  # no division by T
+    assert loss("seq-mean-token-sum-norm") == pytest.approx((6 + 4) / 4)  # sum / T
+    assert loss("seq-mean-token-sum-norm", 2.0) == pytest.approx((6 + 4) / 2)
+    assert loss("seq-mean-token-norm") == pytest.approx((6 + 4) / 4 / 2)  # ours
+    assert loss("seq-mean-token-norm", 5.0) == pytest.approx((6 + 4) / 5 / 2)
 
 
 def test_policy_objective_matches_numpy():
@@ -409,7 +589,11 @@ def test_gradient_accumulation_is_exact(mode):
         micro = tuple(a[16 * k : 16 * (k + 1)] for a in batch)
         g, d = grad_num(W, micro), den_of(W, micro)
         g_sum, den_sum, naive = g_sum + g, den_sum + d, naive + g / d / 4
-    g_acc = g_sum / den_sum
+    # the whole batch's denominator: the micro-batches' sum, except for the plain sum
+    den_all = den_of(W, batch)
+    if mode != "seq-mean-token-sum-norm":
+        np.testing.assert_allclose(den_sum, den_all, rtol=1e-6)
+    g_acc = g_sum / den_all
     np.testing.assert_allclose(g_acc, g_full, rtol=1e-5, atol=1e-6)
     if mode == "token-mean":  # uneven token counts: averaging micro-batch means is wrong
         assert np.abs(np.asarray(naive - g_full)).max() > 1e-3
@@ -430,7 +614,10 @@ def test_jit_matches_eager():
     old = lp + 0.1
     ent = jnp.asarray(rng.random(m.shape), jnp.float32)
     adv = rl.broadcast_advantages(r, m)
-    obj = jax.jit(rl.policy_objective, static_argnames=("kl_type", "agg_mode", "max_len"))
+    obj = jax.jit(
+        rl.policy_objective,
+        static_argnames=("kl_type", "kl_clamp", "agg_mode", "loss_scale_factor"),
+    )
     for mode in rl.AGG_MODES:
         out = obj(
             lp,

@@ -66,7 +66,7 @@ def run(loss, batch, params=None, opt_cls=ts.Plain, lr=1e-2, sgd=False):
     return step(params, state, jax.tree.map(jnp.asarray, batch), HYPER)
 
 
-@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"])
+@pytest.mark.parametrize("agg", rl.AGG_MODES)
 def test_gradient_accumulation_is_exact(agg):
     batch = rollout(1)
     common = {"kl_as_loss": True, "use_entropy": True, "agg_mode": agg, "remat": False}
@@ -96,7 +96,6 @@ def test_loss_matches_direct_objective_and_updates_move_params():
         ent,
         kl_coef=0.05,
         entropy_coef=0.01,
-        max_len=T,
     )
     new, _, metrics = run(loss, batch, params=jax.tree.map(jnp.copy, params))
     assert metrics["skipped"] == 0
@@ -109,6 +108,53 @@ def test_loss_matches_direct_objective_and_updates_move_params():
         single, jax.tree.map(lambda x: x[: S // 2], batch), params=jax.tree.map(jnp.copy, params)
     )
     np.testing.assert_allclose(m["loss"], num / den, rtol=1e-5)
+
+
+def test_metrics_ppo_kl_is_verl_k1_and_kl_settings_plumb_through():
+    """``ppo_kl`` is verl's masked mean of old - new log-prob (before the first update);
+    k2 is logged as ``approx_kl_k2``; ``kl_clamp`` and ``loss_scale_factor`` reach the loss."""
+    batch = rollout(4)
+    params = tfm.init_params(CFG, jax.random.key(0))
+    lp = ts.sequence_logprobs(
+        params,
+        CFG,
+        jnp.asarray(batch["tokens"]),
+        jnp.asarray(batch["attn_mask"]),
+        T,
+        HYPER["temperature"],
+    )
+    m, old = batch["resp_mask"], batch["old_logprobs"]
+    d = np.asarray(lp, np.float64) - old
+    base = {"kl_as_loss": True, "kl_type": "k1", "remat": False}
+    _, _, met = run(ts.LossConfig(**base), batch, params=jax.tree.map(jnp.copy, params))
+    assert "approx_kl" not in met
+    np.testing.assert_allclose(met["ppo_kl"], (-d * m).sum() / m.sum(), rtol=1e-5)
+    np.testing.assert_allclose(met["approx_kl_k2"], (0.5 * d**2 * m).sum() / m.sum(), rtol=1e-5)
+    # k1 against a reference 30 nats below: unclamped by default (verl), +-5 with kl_clamp
+    far = dict(batch, ref_logprobs=(old - 30.0) * m)
+    _, _, met = run(ts.LossConfig(**base), far, params=jax.tree.map(jnp.copy, params))
+    k1 = np.asarray(lp, np.float64) - (old - 30.0)
+    np.testing.assert_allclose(met["kl"], (k1 * m).sum() / m.sum(), rtol=1e-5)
+    assert float(met["kl"]) > 20
+    clamp = ts.LossConfig(**base, kl_clamp=5.0)
+    _, _, met = run(clamp, far, params=jax.tree.map(jnp.copy, params))
+    np.testing.assert_allclose(met["kl"], 5.0, rtol=1e-6)
+    # seq-mean-token-sum-norm divides the summed sequence losses by loss_scale_factor (T)
+    norm = {"agg_mode": "seq-mean-token-sum-norm", "remat": False}
+    _, _, a = run(ts.LossConfig(**norm), batch, params=jax.tree.map(jnp.copy, params))
+    _, _, b = run(
+        ts.LossConfig(**norm, loss_scale_factor=2.0 * T),
+        batch,
+        params=jax.tree.map(jnp.copy, params),
+    )
+    _, _, c = run(
+        ts.LossConfig(agg_mode="seq-mean-token-sum", remat=False),
+        batch,
+        params=jax.tree.map(jnp.copy, params),
+    )
+    np.testing.assert_allclose(b["loss"], a["loss"] / 2, rtol=1e-5)
+    n_seq = float((m.sum(-1) > 0).sum())
+    np.testing.assert_allclose(a["loss"], c["loss"] * n_seq / T, rtol=1e-5)
 
 
 def test_nonfinite_update_is_skipped():
@@ -455,7 +501,7 @@ def test_fused_head_loss_matches_autodiff_of_the_token_loss(tie, dtype):
     assert float(jnp.max(jnp.abs(g2[1]))) > 1e-3  # a real gradient was compared
 
 
-@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"])
+@pytest.mark.parametrize("agg", rl.AGG_MODES)
 def test_train_step_grad_in_forward_equals_the_autodiff_path(agg):
     """The default update (head gradient in the forward pass) moves the params exactly as
     the log-prob VJP path does, with KL, entropy bonus, mini- and micro-batches and shared

@@ -93,15 +93,23 @@ def default_config() -> ml_collections.ConfigDict:
     c.reward.grading_timeout = 1.0  # seconds per comparison (hard deadline)
 
     c.algo = ml_collections.ConfigDict()
-    c.algo.advantage = "grpo"  # one of rl.ADVANTAGE_ESTIMATORS
+    c.algo.advantage = "grpo"  # one of rl.ADVANTAGE_ESTIMATORS (verl's names accepted)
     c.algo.clip_eps_low = 0.2
     c.algo.clip_eps_high = 0.2
     c.algo.dual_clip = 3.0  # 0 disables the dual clip
     c.algo.kl_coef = 0.001
-    c.algo.kl_type = "k3"  # k1 | k2 | k3 (low_var_kl)
+    # verl's kl_penalty names, one of rl.KL_TYPES: kl/k1 | abs | mse/k2 | low_var_kl/k3,
+    # each with a "+" straight-through variant (the value, the gradient of k2)
+    c.algo.kl_type = "k3"
+    # |KL estimate| bound: 0 is verl's rule (only low_var_kl/k3, at 10); c > 0 clamps
+    # every estimator to [-c, c]
+    c.algo.kl_clamp = 0.0
     c.algo.kl_in_reward = False  # SRT: KL penalty in the reward instead of the loss
     c.algo.entropy_coef = 0.0
-    c.algo.loss_agg = "token-mean"  # one of rl.AGG_MODES
+    c.algo.loss_agg = "token-mean"  # one of rl.AGG_MODES (verl's loss_agg_mode names)
+    # the constant C of the *-norm loss_agg modes (verl's loss_scale_factor); 0: the
+    # response length T (rollout.max_new_tokens), verl's default
+    c.algo.loss_scale_factor = 0.0
     c.algo.updates_per_step = 8  # mini-batches (optimizer updates) per RL step
     c.algo.micro_batch_size = 0  # gradient accumulation micro-batch (0: whole mini-batch)
     c.algo.drop_uniform_groups = False  # skip prompts whose N rewards are all equal
@@ -208,8 +216,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
         "algo.advantage",
         f"one of {sorted(rl.ADVANTAGE_ESTIMATORS)}",
     )
-    _check(c.algo.kl_type in ("k1", "k2", "k3", "low_var_kl"), "algo.kl_type", "k1 | k2 | k3")
+    _check(c.algo.kl_type in rl.KL_TYPES, "algo.kl_type", f"one of {rl.KL_TYPES}")
+    _check(c.algo.kl_clamp >= 0, "algo.kl_clamp", "must be >= 0 (0: verl's, low_var_kl at 10)")
     _check(c.algo.loss_agg in rl.AGG_MODES, "algo.loss_agg", f"one of {rl.AGG_MODES}")
+    _check(c.algo.loss_scale_factor >= 0, "algo.loss_scale_factor", "must be >= 0 (0: T)")
     _check(
         c.algo.old_logprobs in ("sampler", "recompute"), "algo.old_logprobs", "sampler | recompute"
     )

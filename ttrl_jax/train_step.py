@@ -7,8 +7,9 @@ P, response of T slots). The S sequences are cut into ``num_minibatches`` mini-b
 
     loss = sum_k num_k / D,     grad = sum_k grad(num_k) / D,     D = sum_k den_k
 
-where (num, den) come from `rl.policy_objective`; D depends only on the masks, so it is
-computed first and the accumulated gradient equals the whole mini-batch's gradient.
+where num comes from `rl.policy_objective` and D is `rl.aggregate`'s denominator of the
+whole mini-batch's mask; D depends only on the masks, so it is computed first and the
+accumulated gradient equals the whole mini-batch's gradient.
 
 A non-finite loss or gradient skips that update (params and optimizer state unchanged)
 and is counted in the metrics; the trainer aborts after several in a row.
@@ -46,8 +47,10 @@ class LossConfig:
     clip_eps_high: float | None = None
     dual_clip_c: float | None = 3.0
     kl_as_loss: bool = False  # add kl_coef * KL(pi || pi_ref) to the loss
-    kl_type: str = "k3"
-    agg_mode: str = "token-mean"
+    kl_type: str = "low_var_kl"  # one of rl.KL_TYPES (verl's kl_penalty names)
+    kl_clamp: float | None = None  # None: verl's (low_var_kl only, at +-10); c: all at +-c
+    agg_mode: str = "token-mean"  # one of rl.AGG_MODES (verl's loss_agg_mode names)
+    loss_scale_factor: float | None = None  # the *-norm modes' constant; None: T
     use_entropy: bool = False  # entropy bonus in the loss (entropy is always logged)
     num_minibatches: int = 1
     micro_batch_size: int = 0  # 0: the whole mini-batch at once
@@ -261,6 +264,7 @@ def _loss_kwargs(loss: LossConfig) -> dict:
         "clip_eps_high": loss.clip_eps_high,
         "dual_clip_c": loss.dual_clip_c,
         "kl_type": loss.kl_type,
+        "kl_clamp": loss.kl_clamp,
     }
 
 
@@ -307,6 +311,7 @@ def train_step(
             f"{s} sequences do not split into {n_mb} mini-batches of micro-batches of {micro}"
         )
     n_micro = mb // micro
+    scale = t if loss.loss_scale_factor is None else loss.loss_scale_factor
     data = jax.tree.map(lambda x: _split(x, n_mb, n_micro), batch)
 
     def micro_objective(p, m):
@@ -338,7 +343,7 @@ def train_step(
                 ref_logprobs=ref,
                 entropies=ent,
                 agg_mode=loss.agg_mode,
-                max_len=t,
+                loss_scale_factor=loss.loss_scale_factor,
                 **_loss_kwargs(loss),
                 **coefs,
             )
@@ -350,7 +355,7 @@ def train_step(
             "old_logprobs": m["old_logprobs"],
             "advantages": m["advantages"],
             "mask": m["resp_mask"],
-            "weight": rl.aggregate_weights(m["resp_mask"], loss.agg_mode, t),
+            "weight": rl.aggregate_weights(m["resp_mask"], loss.agg_mode, scale),
         }
         if ref is not None:
             tok["ref_logprobs"] = ref
@@ -380,9 +385,10 @@ def train_step(
 
     def minibatch(carry, mbatch):
         p, o = carry
-        # the denominator depends only on the masks: computed before the gradients
-        dens = jax.vmap(lambda m: rl.aggregate(m, m, loss.agg_mode, t)[1])(mbatch["resp_mask"])
-        den = jnp.maximum(jnp.sum(dens), 1e-12)
+        # the denominator depends only on the masks: computed before the gradients, once
+        # for the whole mini-batch (`rl.aggregate`)
+        mb_mask = mbatch["resp_mask"].reshape(-1, t)
+        den = jnp.maximum(rl.aggregate(mb_mask, mb_mask, loss.agg_mode, scale)[1], 1e-12)
 
         def scaled(p_, m):
             num, stats = micro_objective(p_, m)

@@ -207,7 +207,9 @@ class Trainer:
             dual_clip_c=c.algo.dual_clip or None,
             kl_as_loss=self.need_ref and not c.algo.kl_in_reward,
             kl_type=c.algo.kl_type,
+            kl_clamp=c.algo.kl_clamp or None,
             agg_mode=c.algo.loss_agg,
+            loss_scale_factor=c.algo.loss_scale_factor or None,
             use_entropy=c.algo.entropy_coef > 0,
             num_minibatches=c.algo.updates_per_step,
             micro_batch_size=c.algo.micro_batch_size,
@@ -534,18 +536,19 @@ class Trainer:
             ref = sharding.to_host(self._logprobs(self.ref_params, seq_d, attn_d, temp))
             if self.loss_cfg.kl_as_loss:
                 batch["ref_logprobs"] = ref
-                adv = rl.broadcast_advantages(rl.compute_advantages(c.algo.advantage, r, v), mask3)
+                adv = rl.token_advantages(c.algo.advantage, r, mask3, v)
             else:
                 kl = rl.kl_estimate(
                     jnp.asarray(old).reshape(b, n, t),
                     jnp.asarray(ref).reshape(b, n, t),
                     c.algo.kl_type,
+                    c.algo.kl_clamp or None,
                 )
                 extra["kl_in_reward"] = float((kl * mask3).sum() / n_tok)
                 kl = kl * jnp.asarray(labelled, kl.dtype)[:, None, None]  # unlabelled: no KL
                 adv = rl.kl_in_reward_advantages(c.algo.advantage, r, kl, mask3, c.algo.kl_coef, v)
         else:
-            adv = rl.broadcast_advantages(rl.compute_advantages(c.algo.advantage, r, v), mask3)
+            adv = rl.token_advantages(c.algo.advantage, r, mask3, v)
         adv = np.asarray(adv)
         batch["advantages"] = adv.reshape(b * n, t)
         extra["advantage/abs_mean"] = float(np.abs(adv).sum() / n_tok)
