@@ -215,6 +215,13 @@ def _to_host(x: jax.Array) -> np.ndarray:
     return np.asarray(jax.device_get(x))
 
 
+MANIFEST_FILE = "ttrl_export.json"  # the files the last export wrote (and may replace)
+
+
+def _is_weight_file(name: str) -> bool:
+    return name.endswith(".safetensors") or name == INDEX_FILE
+
+
 def save_params(
     params,
     cfg: ModelConfig,
@@ -223,8 +230,15 @@ def save_params(
     dtype=None,
     max_shard_bytes: int = 4 << 30,
     source_dir: str | None = None,
-) -> None:
+) -> list[str]:
     """Writes params as an HF checkpoint directory that `transformers` loads.
+
+    Nothing that this function did not write is ever deleted or replaced, except the
+    files it writes again: every file is written to a temporary directory beside
+    ``path`` first, then moved in. A manifest (``ttrl_export.json``) lists what was
+    written, so a later export into the same directory removes its stale shards. A
+    directory holding weight files that no export of ours wrote (a base model, say)
+    is refused rather than mixed with new weights.
 
     Args:
       params: the params tree.
@@ -233,9 +247,16 @@ def save_params(
       dtype: dtype of the saved tensors (default: the params' dtype).
       max_shard_bytes: split into several files plus an index above this size.
       source_dir: a directory whose generation config / tokenizer files are copied.
+
+    Returns:
+      The names of the files written.
+
+    Raises:
+      CheckpointError: ``path`` is a file, or holds weight files not from an export.
     """
-    path = os.fspath(path)
-    os.makedirs(path, exist_ok=True)
+    path = os.path.abspath(os.fspath(path))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise CheckpointError(f"{path}: is a file, not a directory")
     mapping = _mapping(cfg)
     tensors: list[tuple[str, np.ndarray]] = []
     for name, arr in params["layers"].items():
@@ -259,26 +280,86 @@ def save_params(
             size = 0
         shards[-1].append(item)
         size += item[1].nbytes
-    for old in glob.glob(os.path.join(path, "*.safetensors")):
-        os.remove(old)
     if len(shards) == 1:
-        write_file(os.path.join(path, "model.safetensors"), shards[0])
-        if os.path.exists(os.path.join(path, INDEX_FILE)):
-            os.remove(os.path.join(path, INDEX_FILE))
+        weight_files = {"model.safetensors": shards[0]}
     else:
-        weight_map = {}
-        total = 0
-        for j, shard in enumerate(shards):
-            fname = f"model-{j + 1:05d}-of-{len(shards):05d}.safetensors"
-            write_file(os.path.join(path, fname), shard)
-            weight_map.update({n: fname for n, _ in shard})
-            total += sum(a.nbytes for _, a in shard)
-        with open(os.path.join(path, INDEX_FILE), "w", encoding="utf-8") as f:
-            json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
-    with open(os.path.join(path, "config.json"), "w", encoding="utf-8") as f:
-        json.dump(config_to_hf(cfg, saved_dtype), f, indent=2)
-    if source_dir and os.path.abspath(source_dir) != os.path.abspath(path):
-        for name in _AUX_FILES:
-            src = os.path.join(source_dir, name)
-            if os.path.isfile(src):
-                shutil.copyfile(src, os.path.join(path, name))
+        weight_files = {
+            f"model-{j + 1:05d}-of-{len(shards):05d}.safetensors": shard
+            for j, shard in enumerate(shards)
+        }
+    aux = []
+    if source_dir and os.path.abspath(source_dir) != path:
+        aux = [n for n in _AUX_FILES if os.path.isfile(os.path.join(source_dir, n))]
+    names = [*weight_files, *([INDEX_FILE] if len(shards) > 1 else []), "config.json", *aux]
+
+    existing = set(os.listdir(path)) if os.path.isdir(path) else set()
+    previous = set(_read_manifest(path)) & existing
+    foreign = sorted(
+        n for n in existing if _is_weight_file(n) and n not in names and n not in previous
+    )
+    if foreign:
+        raise CheckpointError(
+            f"{path}: holds weight files that no export wrote ({', '.join(foreign)}); "
+            "export to another directory"
+        )
+
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{os.path.basename(path)}.export-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+        for fname, shard in weight_files.items():
+            write_file(os.path.join(tmp, fname), shard)
+        if len(shards) > 1:
+            weight_map = {n: f for f, shard in weight_files.items() for n, _ in shard}
+            total = sum(a.nbytes for _, a in tensors)
+            with open(os.path.join(tmp, INDEX_FILE), "w", encoding="utf-8") as f:
+                json.dump(
+                    {"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2
+                )
+        with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
+            json.dump(config_to_hf(cfg, saved_dtype), f, indent=2)
+        for name in aux:
+            shutil.copyfile(os.path.join(source_dir, name), os.path.join(tmp, name))
+        if not existing:  # a new or empty directory: one rename
+            if os.path.isdir(path):
+                os.rmdir(path)
+            _write_manifest(tmp, names)
+            os.rename(tmp, path)
+            return names
+        # a previous export: list old and new files first, so that an interrupted
+        # export is cleaned up by the next one; then move the new files in
+        _write_manifest(path, sorted(previous | set(names)))
+        for name in names:
+            os.replace(os.path.join(tmp, name), os.path.join(path, name))
+        for name in sorted(previous - set(names)):
+            os.remove(os.path.join(path, name))
+        _write_manifest(path, names)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return names
+
+
+def _read_manifest(path: str) -> list[str]:
+    file = os.path.join(path, MANIFEST_FILE)
+    if not os.path.isfile(file):
+        return []
+    try:
+        with open(file, encoding="utf-8") as f:
+            files = json.load(f)["files"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return []
+    # only plain names in the directory itself, never a path elsewhere
+    return [
+        n
+        for n in files
+        if isinstance(n, str) and n == os.path.basename(n) and n not in ("", ".", "..")
+    ]
+
+
+def _write_manifest(path: str, names: list[str]) -> None:
+    tmp = os.path.join(path, MANIFEST_FILE + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump({"files": sorted(names)}, f, indent=2)
+    os.replace(tmp, os.path.join(path, MANIFEST_FILE))

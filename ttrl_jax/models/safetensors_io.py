@@ -46,7 +46,13 @@ def read_header(path: str) -> tuple[dict, int]:
             (n,) = struct.unpack("<Q", raw)
             if n > _MAX_HEADER:
                 raise SafetensorsError(f"{path}: implausible header length {n}")
-            header = json.loads(f.read(n))
+            blob = f.read(n)
+            if len(blob) != n:
+                raise SafetensorsError(
+                    f"{path}: truncated safetensors file ({8 + len(blob)} bytes, "
+                    f"the header alone needs {8 + n})"
+                )
+            header = json.loads(blob)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise SafetensorsError(f"{path}: malformed safetensors header ({e})") from None
     header.pop("__metadata__", None)
@@ -82,6 +88,11 @@ class SafetensorsFile:
         if end - begin != dtype.itemsize * int(np.prod(shape, dtype=np.int64)):
             raise SafetensorsError(
                 f"{self.path}: tensor {name!r} byte size does not match its shape"
+            )
+        if self._data_start + end > len(self._mm):
+            raise SafetensorsError(
+                f"{self.path}: truncated safetensors file: tensor {name!r} ends at byte "
+                f"{self._data_start + end}, the file has {len(self._mm)} bytes"
             )
         buf = self._mm[self._data_start + begin : self._data_start + end]
         return buf.view(dtype).reshape(shape)

@@ -10,6 +10,8 @@ import json
 import os
 from collections.abc import Sequence
 
+# the files that hold a vocabulary (any one suffices; a BPE vocab.json needs merges.txt)
+VOCAB_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
 
 
 @dataclasses.dataclass
@@ -67,10 +69,23 @@ def load_tokenizer(path: str | os.PathLike) -> TokenizerInfo:
     path = os.fspath(path)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"tokenizer directory not found: {path}")
+    present = [f for f in VOCAB_FILES if os.path.isfile(os.path.join(path, f))]
+    if not present:
+        raise ValueError(
+            f"{path}: no tokenizer files (none of {', '.join(VOCAB_FILES)}); copy the "
+            "base model's tokenizer files into this directory"
+        )
+    if present == ["vocab.json"] and not os.path.isfile(os.path.join(path, "merges.txt")):
+        raise ValueError(f"{path}: tokenizer file merges.txt is missing (vocab.json needs it)")
     try:
         tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as e:
         raise ValueError(f"{path}: cannot load a tokenizer ({str(e).splitlines()[0]})") from None
+    if len(tok) < 2:
+        raise ValueError(
+            f"{path}: the tokenizer has {len(tok)} token(s); its files "
+            f"({', '.join(present)}) are incomplete"
+        )
     eos: list[int] = []
     if tok.eos_token_id is not None:
         eos.append(int(tok.eos_token_id))
