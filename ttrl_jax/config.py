@@ -211,6 +211,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
         "is required by reward.mode=offline",
     )
     _check(c.reward.grading_timeout > 0, "reward.grading_timeout", "must be > 0")
+    _check(c.reward.grading_workers >= 1, "reward.grading_workers", "must be >= 1")
     _check(
         c.algo.advantage in rl.ADVANTAGE_ESTIMATORS,
         "algo.advantage",
@@ -232,6 +233,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     _check(c.optim.schedule in ("cosine", "constant"), "optim.schedule", "cosine | constant")
     _check(c.optim.lr >= 0, "optim.lr", "must be >= 0")
     _check(0 <= c.optim.warmup_ratio < 1, "optim.warmup_ratio", "must be in [0, 1)")
+    for k in ("b1", "b2"):  # Adam's moment decays; b2 = 1 never updates the second moment
+        _check(0 <= c.optim[k] < 1, f"optim.{k}", "must be in [0, 1)")
     _check(c.guard.step_kl_target >= 0, "guard.step_kl_target", "must be >= 0 (0: off)")
     _check(c.guard.max_factor >= 1, "guard.max_factor", "must be >= 1")
     _check(c.guard.max_backtracks >= 0, "guard.max_backtracks", "must be >= 0")
