@@ -17,7 +17,7 @@ import os
 
 from absl import flags
 
-from experiments.cli import run_main
+from experiments.cli import check_step, run_main
 
 flags.DEFINE_string("checkpoint", None, "HF directory, orbax run directory or checkpoints dir.")
 flags.DEFINE_string("step", "latest", "Orbax step: a number, 'latest' or 'best'.")
@@ -52,11 +52,12 @@ def _targets():
             path, _, step = rest.partition("@")
             if not name or not path:
                 raise ValueError(f"--compare={spec!r}: expected name=path[@step]")
-            out.append((name, path, step or "latest"))
+            out.append((name, path, check_step(step or "latest")))
         return out
     if not FLAGS.checkpoint:
         raise ValueError("pass --checkpoint, --compare or --plot")
-    return [(os.path.basename(os.path.normpath(FLAGS.checkpoint)), FLAGS.checkpoint, FLAGS.step)]
+    step = check_step(FLAGS.step)
+    return [(os.path.basename(os.path.normpath(FLAGS.checkpoint)), FLAGS.checkpoint, step)]
 
 
 def main(argv):
@@ -112,7 +113,7 @@ def main(argv):
 
 def run():
     """Entry point: one error line and exit status 2 on a bad path or value."""
-    run_main(main, (FileNotFoundError, ValueError))
+    run_main(main, (OSError, ValueError))
 
 
 if __name__ == "__main__":
