@@ -14,7 +14,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from ttrl_jax.data.records import ID, PROBLEM, DataError
+from ttrl_jax.data.records import ID, PROBLEM, DataError, where_of
 
 # SRT (arXiv 2505.21444) appends this to every problem.
 SRT_SUFFIX = "Let's think step by step and output the final answer within \\boxed{}."
@@ -95,7 +95,8 @@ def build_prompts(
 
     Raises:
         DataError: ``on_too_long="error"`` and a prompt is too long (the message
-            names the first such record's id); every prompt is too long; or the
+            names the first such record's file and 1-based row, ``file:row``, when the
+            record carries it, else its id); every prompt is too long; or the
             tokenizer has no chat template.
         ValueError: Bad ``max_prompt_tokens`` or ``on_too_long``.
     """
@@ -119,7 +120,7 @@ def build_prompts(
         ids = list(tokenizer.encode(text, add_special_tokens=False))
         if len(ids) > max_prompt_tokens:
             too_long.append(str(record[ID]))
-            first_too_long = first_too_long or (record[ID], len(ids))
+            first_too_long = first_too_long or (record, len(ids))
             continue
         kept_ids.append(ids)
         kept_texts.append(text)
@@ -127,8 +128,9 @@ def build_prompts(
     if too_long:
         counts = f"{len(too_long)} of {len(records)} prompts exceed max_prompt_tokens={max_prompt_tokens}"
         if on_too_long == "error":
-            record_id, length = first_too_long
-            raise DataError(f"record id {record_id!r}: prompt has {length} tokens ({counts})")
+            record, length = first_too_long
+            where = where_of(record) or f"record id {record[ID]!r}"
+            raise DataError(f"{where}: prompt has {length} tokens ({counts})")
         if not kept_ids:
             raise DataError(f"every prompt is too long ({counts})")
         shown = ", ".join(too_long[:5]) + (", ..." if len(too_long) > 5 else "")

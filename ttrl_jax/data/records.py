@@ -11,6 +11,11 @@ A record is a plain ``dict`` with at least these keys:
 
 Benchmarks may add ``options`` (GPQA: the four choices, in letter order A-D) and
 ``subject`` (MATH-500).
+
+Records built by `make_record` are `Record` dicts: they compare, copy into JSON and
+pickle as plain dicts, and carry their provenance ``where`` (``"file:row"``, rows
+counted from 1) as an attribute, so later errors (a prompt too long) can name the
+file and line rather than an id.
 """
 
 from __future__ import annotations
@@ -23,6 +28,21 @@ ANSWER = "answer"
 ID = "id"
 SOURCE = "source"
 REQUIRED_FIELDS = (PROBLEM, ANSWER, ID, SOURCE)
+
+
+class Record(dict):
+    """A record dict that knows where it comes from (``where``: ``"file:row"``)."""
+
+    __slots__ = ("where",)
+
+    def __init__(self, *args, where: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.where = where
+
+
+def where_of(record: Mapping[str, Any]) -> str | None:
+    """A record's ``"file:row"`` provenance, or None (a plain dict)."""
+    return getattr(record, "where", None)
 
 
 class DataError(ValueError):
@@ -92,7 +112,7 @@ def make_record(
         source_key: The row's field holding the source name.
 
     Returns:
-        A record ``{"problem", "answer", "id", "source"}``.
+        A `Record` ``{"problem", "answer", "id", "source"}`` whose ``where`` is ``where``.
 
     Raises:
         DataError: A field is missing, null, empty or of the wrong type.
@@ -100,12 +120,15 @@ def make_record(
     if not isinstance(row, Mapping):
         raise DataError(f"{where}: expected an object, got {_type_name(row)}")
     answer = None if answer_key is None else _int_or_text(row, answer_key, where)
-    return {
-        PROBLEM: _text(row, problem_key, where),
-        ANSWER: answer,
-        ID: default_id if id_key is None else _int_or_text(row, id_key, where),
-        SOURCE: default_source if source_key is None else _text(row, source_key, where),
-    }
+    return Record(
+        {
+            PROBLEM: _text(row, problem_key, where),
+            ANSWER: answer,
+            ID: default_id if id_key is None else _int_or_text(row, id_key, where),
+            SOURCE: default_source if source_key is None else _text(row, source_key, where),
+        },
+        where=where,
+    )
 
 
 def check_unique_ids(records: Sequence[Mapping[str, Any]], wheres: Sequence[str]) -> None:
