@@ -78,7 +78,7 @@ def score(
     """
     if mode in ("ground_truth", "hybrid") and golds is None:
         raise ValueError(f"reward mode {mode!r} needs ground-truth answers")
-    answers = answers_lib.extract_answers(texts, task)
+    answers = answers_lib.extract_answers(texts, task, pool=pool)
     votes, clusters = voting.build_votes(
         answers, golds=golds, offline_labels=offline_labels, mode=clustering, task=task, pool=pool
     )

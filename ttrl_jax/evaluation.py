@@ -150,7 +150,7 @@ def _generate(
 
 
 def _grade(texts, golds, settings: EvalSettings, pool=None):
-    answers = answers_lib.extract_answers(texts, settings.task)
+    answers = answers_lib.extract_answers(texts, settings.task, pool=pool)
     clusters = voting.cluster_answers(
         answers, mode=settings.clustering, task=settings.task, pool=pool
     )
@@ -265,7 +265,7 @@ def majority_ratios(
     """
     n = settings.n_samples
     texts = _generate(model, tok, prompt_ids, n, settings, settings.temperature, key, mesh)
-    answers = answers_lib.extract_answers(texts, settings.task)
+    answers = answers_lib.extract_answers(texts, settings.task, pool=pool)
     clusters = voting.cluster_answers(
         answers, mode=settings.clustering, task=settings.task, pool=pool
     )

@@ -5,7 +5,10 @@ time and explicit brace counting); no model text is ever parsed as code. The
 canonical strings are what voting groups exactly and what the grading pool compares
 semantically.
 
-Extraction for the ``math`` task, in order of priority:
+In-process extraction for the ``math`` task (:func:`extract_math_answer`,
+``Task.extract``), in order of priority; grading and :func:`extract_answers` put
+math-verify's own extraction (run in a grading worker) between 1 and 2, see
+:mod:`ttrl_jax.rewards.extraction`:
 
 1. the content of the **last** ``\\boxed{...}`` / ``\\fbox{...}`` (brace-matched, escaped
    braces ``\\{`` ``\\}`` ignored), or the token after ``\\boxed 5``. When the last box is
@@ -39,6 +42,7 @@ __all__ = [
     "extract_choice",
     "extract_math_answer",
     "get_task",
+    "has_box",
     "normalize_choice",
     "normalize_math",
     "register_task",
@@ -98,6 +102,11 @@ def _match_brace(text: str, open_pos: int) -> int:
             if depth == 0:
                 return m.start()
     return -1
+
+
+def has_box(text: str) -> bool:
+    """Whether ``text`` contains a ``\\boxed`` / ``\\fbox`` command."""
+    return _BOX_RE.search(text) is not None
 
 
 def extract_boxed(text: str) -> str | None:
@@ -421,8 +430,30 @@ def get_task(spec: str | Task) -> Task:
 
 
 def extract_answers(
-    completions: Sequence[Sequence[str | bytes | None]], task: str | Task = "math"
+    completions: Sequence[Sequence[str | bytes | None]],
+    task: str | Task = "math",
+    *,
+    pool=None,
 ) -> list[list[str | None]]:
-    """Canonical answers of ``[B][M]`` completions (None = no answer)."""
+    """Canonical answers of ``[B][M]`` completions (None = no answer).
+
+    For the built-in ``math`` task the answers are the ones grading uses
+    (:meth:`grading.GradingPool.extract_many`: completions without a box go through
+    math-verify's extraction on the grading workers, ``pool`` or the default pool), so
+    a sample's vote and its grade agree. ``Task.extract`` alone is the in-process
+    approximation (box, "answer is", last number).
+    """
     t = get_task(task)
+    if t is TASKS["math"]:
+        from ttrl_jax.rewards import grading  # lazy: grading imports this module
+
+        flat = [c for row in completions for c in row]
+        if not flat:
+            return [[] for _ in completions]
+        got = (pool or grading.default_pool()).extract_many(flat)
+        out, k = [], 0
+        for row in completions:
+            out.append(got[k : k + len(row)])
+            k += len(row)
+        return out
     return [[t.extract(c) if c is not None else None for c in row] for row in completions]

@@ -21,22 +21,27 @@ Python code cheaply; the guarantee is the parent: when a worker makes no progres
 equivalent", starts a replacement and re-queues the rest of the batch. A crashed
 worker is handled the same way. Results (timeouts included) are cached.
 
-Fast path (no sympy, no worker): identical canonical strings; two plain numbers
-(integers, decimals, ``\\frac{p}{q}``, ``p/q``) compared exactly as rationals (decisive
-when equal, or when both are integers/fractions; a decimal against a fraction that
-differs goes to math-verify, which rounds decimals); two plain words compared
-case-insensitively (math-verify would read ``Evelyn`` as the product of its letters).
+Grading a completion (``grade`` / ``grade_many``, ``math`` task): its final answer is
+the last ``\\boxed{}``; without a box, math-verify's own extraction on a worker (LaTeX
+in ``$...$``, ``\\(...\\)``, ``\\[...\\]``, then plain numbers and expressions), and
+only when that finds nothing the "answer is" text or the last number standing on its
+own (:mod:`ttrl_jax.rewards.extraction` has the rules). Gold strings with math
+delimiters are read by the same math-verify extraction, others whole. A percentage
+also matches its value over 100, as in math-verify. Votes use the same answers:
+:meth:`GradingPool.extract_many` (what :func:`answers.extract_answers` calls for the
+``math`` task), so a sample's vote and its grade agree.
+
+Fast path (no sympy, no worker; :mod:`ttrl_jax.rewards.fast_path`): identical
+canonical strings, two plain numbers as exact rationals, two plain words
+case-insensitively. Equivalent answers are cached, and so are extractions.
 """
 
 from __future__ import annotations
 
 import atexit
 import collections
-import fractions
-import functools
 import math
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -48,6 +53,8 @@ from multiprocessing.connection import wait as _wait_connections
 from typing import Self
 
 from ttrl_jax.rewards import answers as answers_lib
+from ttrl_jax.rewards import extraction
+from ttrl_jax.rewards.fast_path import fast_equivalent
 
 __all__ = [
     "GradingPool",
@@ -60,67 +67,6 @@ __all__ = [
     "grade_many",
     "shutdown_default_pool",
 ]
-
-# ---------------------------------------------------------------------------------
-# Fast path (parent process, no sympy)
-# ---------------------------------------------------------------------------------
-
-_INT_RE = re.compile(r"-?\d{1,64}")
-_DEC_RE = re.compile(r"-?\d{0,64}\.\d{1,64}")
-_FRAC_RE = re.compile(r"(-?)\\frac\{(-?\d{1,64})\}\{(\d{1,64})\}|(-?\d{1,64})/(\d{1,64})")
-_WORDS_RE = re.compile(r"[A-Za-z]{2,}(?: [A-Za-z]+)*")
-
-
-def _as_rational(s: str) -> tuple[fractions.Fraction, bool] | None:
-    """(value, exact) for a plain number; ``exact`` is False for decimals."""
-    return _parse_rational(s) if len(s) <= 140 else None
-
-
-@functools.lru_cache(maxsize=1 << 14)
-def _parse_rational(s: str) -> tuple[fractions.Fraction, bool] | None:
-    if _INT_RE.fullmatch(s):
-        return fractions.Fraction(int(s)), True
-    if _DEC_RE.fullmatch(s):
-        return fractions.Fraction(s), False
-    m = _FRAC_RE.fullmatch(s)
-    if m:
-        if m.group(2) is not None:
-            num, den = int(m.group(2)), int(m.group(3))
-            num = -num if m.group(1) else num
-        else:
-            num, den = int(m.group(4)), int(m.group(5))
-        if den == 0:
-            return None
-        return fractions.Fraction(num, den), True
-    return None
-
-
-def fast_equivalent(a: str, b: str) -> bool | None:
-    """Decides equivalence of two canonical answers without sympy, or returns None.
-
-    Args:
-        a: canonical answer (see :func:`answers.normalize_math`).
-        b: canonical answer.
-
-    Returns:
-        True/False when decidable from the strings alone, None when math-verify is needed.
-    """
-    if a == b:
-        return True
-    ra, rb = _as_rational(a), _as_rational(b)
-    if ra is not None and rb is not None:
-        if ra[0] == rb[0]:
-            return True
-        if ra[1] and rb[1]:
-            return False
-        return None
-    wa, wb = _WORDS_RE.fullmatch(a), _WORDS_RE.fullmatch(b)
-    if wa and wb:
-        return a.lower() == b.lower()
-    if (wa and rb is not None) or (wb and ra is not None):
-        return False
-    return None
-
 
 # ---------------------------------------------------------------------------------
 # Pool (parent process)
@@ -268,10 +214,10 @@ class GradingPool:
 
     # -- scheduling ----------------------------------------------------------------
 
-    def _run(self, items: list[tuple[int, str, str]]) -> dict[int, bool]:
-        """Compares ``(idx, gold, pred)`` items on the workers; returns idx -> bool."""
+    def _run(self, items: list[tuple[int, str, str, str]]) -> dict[int, bool | str | None]:
+        """Runs ``(idx, op, a, b)`` items on the workers; returns idx -> result."""
         pending = collections.deque(items)
-        results: dict[int, bool] = {}
+        results: dict[int, bool | str | None] = {}
         while len(results) < len(items):
             now = time.monotonic()
             for i, w in enumerate(self._workers):  # hand out work to idle, ready workers
@@ -317,7 +263,8 @@ class GradingPool:
         return results
 
     def _fail(self, i: int, results: dict, pending: collections.deque, why: str) -> None:
-        """Kills worker i: its comparison in flight is False, the rest is re-queued."""
+        """Kills worker i: its item in flight fails (False / no answer), the rest is
+        re-queued."""
         w = self._workers[i]
         if not w.ready:
             self.stats["start_failures"] += 1
@@ -326,7 +273,8 @@ class GradingPool:
                     f"grading workers keep dying while starting (exit code {w.proc.poll()})"
                 )
         if w.batch:
-            results[w.batch[w.pos][0]] = False
+            idx, op = w.batch[w.pos][:2]
+            results[idx] = False if op == "cmp" else None
             pending.extendleft(reversed(w.batch[w.pos + 1 :]))
             self.stats[why] += 1
         self._replace(i)
@@ -372,7 +320,7 @@ class GradingPool:
             keys = sorted(todo)  # same gold side -> same batch -> one parse per worker
             if keys:
                 self.stats["worker"] += len(keys)
-                results = self._run([(k, g, p) for k, (g, p) in enumerate(keys)])
+                results = self._run([(k, "cmp", g, p) for k, (g, p) in enumerate(keys)])
                 for k, key in enumerate(keys):
                     for i in todo[key]:
                         out[i] = results[k]
@@ -386,21 +334,101 @@ class GradingPool:
         """Whether answers ``a`` (gold side) and ``b`` are mathematically equivalent."""
         return self.equivalent_many([(a, b)])[0]
 
+    def _worker_extract(self, texts: list[str]) -> list[str | None]:
+        """math-verify's extraction of each text, on the workers (cached)."""
+        out: list[str | None] = [None] * len(texts)
+        todo: dict[str, list[int]] = {}
+        for i, text in enumerate(texts):
+            key = ("ext", text)
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                out[i] = self._cache[key]
+                self.stats["cached"] += 1
+            else:
+                todo.setdefault(text, []).append(i)
+        keys = list(todo)
+        if keys:
+            self.stats["extract"] += len(keys)
+            results = self._run([(k, "ext", t, "") for k, t in enumerate(keys)])
+            for k, text in enumerate(keys):
+                for i in todo[text]:
+                    out[i] = results[k]
+                if self.cache_size > 0:
+                    self._cache[("ext", text)] = results[k]
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return out
+
+    def _raw_answers(self, completions: Sequence, golds: Sequence = ()) -> list[str | None]:
+        """Raw answers of completions, then of gold strings (see :mod:`extraction`)."""
+        n = len(completions)
+        plans = [extraction.plan(c) for c in completions]
+        plans += [extraction.gold_plan(g) for g in golds]
+        raw = [answer for answer, _ in plans]
+        asks = [k for k, (_, text) in enumerate(plans) if text is not None]
+        if asks:
+            with self._lock:
+                if self._closed:
+                    raise RuntimeError("GradingPool is closed")
+                got = self._worker_extract([plans[k][1] for k in asks])
+            for k, extracted in zip(asks, got):
+                if k < n:
+                    raw[k] = extraction.finish(completions[k], extracted)
+                else:  # a gold string math-verify cannot read is read whole
+                    raw[k] = extracted or plans[k][1]
+        return raw
+
+    def extract_many(
+        self, completions: Sequence[str | bytes | None], *, canonical: bool = True
+    ) -> list[str | None]:
+        """Final answers of math completions (see :mod:`ttrl_jax.rewards.extraction`).
+
+        Completions without a box go through math-verify's extraction on the workers
+        (one round trip for the batch); the rest is decided in this process.
+
+        Args:
+            completions: completion texts (None: no answer).
+            canonical: return :func:`answers.normalize_math` strings (what voting
+                clusters); False returns the raw answer text.
+        """
+        raw = self._raw_answers(completions)
+        return [answers_lib.normalize_math(r) for r in raw] if canonical else raw
+
     def grade_many(
         self,
         responses: Sequence[str | None],
         golds: Sequence[str | None],
         task: str | answers_lib.Task = "math",
     ) -> list[bool]:
-        """Whether each response's extracted answer matches its gold answer."""
+        """Whether each response's extracted answer matches its gold answer.
+
+        For the ``math`` task, answers are extracted as :meth:`extract_many` does and
+        gold strings with math delimiters are read by math-verify's extraction; a
+        percentage also matches its value divided by 100 (as in math-verify).
+        """
         if len(responses) != len(golds):
             raise ValueError(f"{len(responses)} responses but {len(golds)} gold answers")
         t = answers_lib.get_task(task)
-        preds = [t.extract(r) if r is not None else None for r in responses]
-        refs = [t.normalize(g) if g is not None else None for g in golds]
-        if t.equivalence == "math":
-            return self.equivalent_many(list(zip(refs, preds)))
-        return [compare_in_process(t, g, p) for g, p in zip(refs, preds)]
+        if t is not answers_lib.TASKS.get("math"):
+            preds = [t.extract(r) if r is not None else None for r in responses]
+            refs = [t.normalize(g) if g is not None else None for g in golds]
+            if t.equivalence == "math":
+                return self.equivalent_many(list(zip(refs, preds)))
+            return [compare_in_process(t, g, p) for g, p in zip(refs, preds)]
+        raw = self._raw_answers(responses, golds)
+        pairs = list(zip(raw[len(responses) :], raw[: len(responses)]))  # (gold, pred)
+        alternatives: list[tuple[int, str | None, str | None]] = []
+        for i, (g, p) in enumerate(pairs):
+            alt_g, alt_p = extraction.percent_alternative(g), extraction.percent_alternative(p)
+            if alt_g is not None:
+                alternatives.append((i, alt_g, p))
+            if alt_p is not None:
+                alternatives.append((i, g, alt_p))
+        got = self.equivalent_many(pairs + [(g, p) for _, g, p in alternatives])
+        out = got[: len(pairs)]
+        for (i, _, _), ok in zip(alternatives, got[len(pairs) :]):
+            out[i] = out[i] or ok
+        return out
 
     def grade(self, response: str | None, gold: str | None, task="math") -> bool:
         """Whether ``response`` (a completion) answers ``gold`` correctly."""

@@ -4,13 +4,24 @@ Started by :class:`ttrl_jax.rewards.grading.GradingPool` as a fresh interpreter
 (``python -c "...; serve(fd, soft_timeout, memory_limit)"``); imports only the standard
 library and math-verify (never JAX, never the trainer). Protocol on the socket ``fd``
 (:class:`multiprocessing.connection.Connection` framing): the worker sends
-``("ready", pid)`` once warmed up, then for each batch ``[(idx, gold, pred), ...]`` it
-sends ``(idx, bool)`` per comparison as soon as it is decided; ``None`` stops it.
+``("ready", pid)`` once warmed up, then for each batch ``[(idx, op, a, b), ...]`` it
+sends ``(idx, result)`` per item as soon as it is done; ``None`` stops it. Operations:
 
-Answers are parsed with ``LatexExtractionConfig`` only: math-verify's
-``ExprExtractionConfig`` calls sympy's ``parse_expr`` (Python ``eval``) and is never
-used. Before taking work the worker caps its address space and installs
-:func:`audit_hook`, which refuses process creation, signals, sockets and file writes.
+* ``"cmp"`` (``a`` gold, ``b`` prediction, canonical answers): each is parsed as the
+  content of a ``\\boxed{}``, then math-verify's ``verify``; the result is a bool.
+* ``"ext"`` (``a`` a completion or a delimited gold string, ``b`` unused):
+  math-verify's own extraction (LaTeX in ``$...$``, ``$$...$$``, ``\\(...\\)``,
+  ``\\[...\\]``, bare ``\\frac{p}{q}``, "answer:" anchors, then plain numbers and
+  expressions, rightmost first); the result is the extracted answer's text (several
+  expressions joined by "and" become one comma list, a percentage keeps ``\\%``) or
+  None when nothing parses.
+
+math-verify's plain-expression extraction calls sympy's ``parse_expr`` (Python
+``eval``). Here it never does: :func:`_expr_as_latex` replaces it and reads the matched
+text (digits, ``.``, spaces and ``+ - * / ^ ( ) × ÷`` only, by math-verify's own regex)
+with the LaTeX parser instead. Before taking work the worker caps its address space
+and installs :func:`audit_hook`, which refuses process creation, signals, sockets and
+file writes.
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import re
 import sys
 from multiprocessing.connection import Connection
 
@@ -58,12 +70,69 @@ _WARM_UP = tuple(
     \begin{pmatrix}1\\2\end{pmatrix} \begin{pmatrix}1\\2\end{pmatrix}
     \sin^2x+\cos^2x 1 \dfrac{14}{3} 4\frac{2}{3} x\in[2,5) [2,5) \text{Evelyn} Evelyn""".split()  # noqa: SIM905
 )
+_WARM_UP_TEXTS = (
+    "We find $x = \\frac{3}{4}$, so the answer is $\\left[0, 1\\right)$.",
+    "The total is 1 000 dollars, i.e. .4 of it: 400.",
+    "Thus \\(\\{1, 2\\}\\) and \\[\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}\\] hold; 2*3 = 6.",
+)
+
+
+_PLAIN_EXPR_RE = re.compile("[-0-9.\\s+*/^()\u00d7\u00f7]+")
+
+
+def _expr_as_latex(expr: str) -> str:
+    """math-verify's plain-expression text as LaTeX (it arrives with ``^`` as ``**``)."""
+    expr = expr.replace("**", "^").replace("\u00d7", "\\times ").replace("\u00f7", "\\div ")
+    return expr.replace("*", "\\cdot ")
+
+
+def _make_extractor():
+    """math-verify's extraction (LaTeX, then plain expressions) without ``parse_expr``.
+
+    Returns ``extract(text) -> str | None``.
+    """
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig
+    from math_verify import parser as mv_parser
+
+    def safe_expr(expr: str):  # replaces sympy's parse_expr (eval) in math-verify
+        return mv_parser.parse_latex_cached(_expr_as_latex(expr))
+
+    mv_parser.parse_expr_cached = safe_expr
+    found: list = []
+    extract_match = mv_parser.extract_match
+
+    def recording_extract_match(match, target):
+        out = extract_match(match, target)
+        if out[0] is not None:
+            found.append(out)
+        return out
+
+    mv_parser.extract_match = recording_extract_match
+    targets = mv_parser.get_extraction_regexes([LatexExtractionConfig(), ExprExtractionConfig()])
+    from sympy import Mul, Rational, UnevaluatedExpr
+
+    pct = UnevaluatedExpr(Rational(1, 100))
+
+    def extract(text: str) -> str | None:
+        found.clear()
+        if not mv_parser.extract_target_from_pred(text, targets, fallback_mode="no_fallback"):
+            return None
+        expr, s = found[-1]
+        if _PLAIN_EXPR_RE.fullmatch(s):  # a plain expression: LaTeX for the "cmp" parse
+            s = _expr_as_latex(s)
+        if " and " in s:
+            s = ",".join(s.split(" and "))
+        if isinstance(expr, Mul) and len(expr.args) == 2 and expr.args[1] == pct and "%" not in s:
+            s += "\\%"
+        return s.strip() or None
+
+    return extract
 
 
 def serve(fd: int, soft_timeout: float, memory_limit: int) -> None:
-    """Worker entry point: serves batches ``[(idx, gold, pred), ...]`` on socket ``fd``.
+    """Worker entry point: serves batches ``[(idx, op, a, b), ...]`` on socket ``fd``.
 
-    Answers ``("ready", pid)`` once warmed up, then ``(idx, bool)`` per comparison.
+    Answers ``("ready", pid)`` once warmed up, then ``(idx, result)`` per item.
     """
     import signal
 
@@ -91,8 +160,11 @@ def serve(fd: int, soft_timeout: float, memory_limit: int) -> None:
         pg, pp = parsed(gold), parsed(pred)
         return bool(pg and pp and verify(pg, pp, timeout_seconds=None))
 
+    extract = _make_extractor()
     for i in range(0, len(_WARM_UP), 2):  # warm ANTLR's DFA cache and sympy's paths
         compare(_WARM_UP[i], _WARM_UP[i + 1])
+    for text in _WARM_UP_TEXTS:
+        extract(text)
     parsed_cache.clear()
     if memory_limit:
         import resource
@@ -112,17 +184,17 @@ def serve(fd: int, soft_timeout: float, memory_limit: int) -> None:
             return
         if batch is None:
             return
-        for idx, gold, pred in batch:
-            ok = False
+        for idx, op, a, b in batch:
+            result = False if op == "cmp" else None
             try:
                 try:
                     if soft_timeout > 0:
                         signal.setitimer(signal.ITIMER_REAL, soft_timeout)
-                    ok = compare(gold, pred)
+                    result = compare(a, b) if op == "cmp" else extract(a)
                 finally:
                     signal.setitimer(signal.ITIMER_REAL, 0)
             except _SoftTimeout:
-                ok = False
-            except Exception:  # noqa: BLE001 -- any failure to compare means "not equal"
-                ok = False
-            conn.send((idx, ok))
+                result = False if op == "cmp" else None
+            except Exception:  # noqa: BLE001 -- any failure means "not equal" / no answer
+                result = False if op == "cmp" else None
+            conn.send((idx, result))
