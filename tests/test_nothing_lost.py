@@ -161,6 +161,18 @@ def test_unreadable_latest_falls_back_with_one_warning_and_is_set_aside(tmp_path
     rw.close()
 
 
+def test_unreadable_latest_metadata_falls_back_with_one_warning(tmp_path, caplog):
+    directory = str(tmp_path / "ck")
+    _save_steps(directory, [1, 2])
+    with open(os.path.join(directory, "2", "meta", "metadata"), "w") as f:
+        f.write('{"step": 2, "it')  # cut short
+    ro = Checkpointer(directory, read_only=True)
+    with caplog.at_level(logging.WARNING, logger=checkpointing.__name__):
+        assert ro.read_meta("latest")["step"] == 1
+    assert len([r for r in caplog.records if r.name == checkpointing.__name__]) == 1
+    assert ro.all_steps() == [1] and ro.restore("latest", params_like=_params())[0] == 1
+
+
 def test_unreadable_everywhere_raises_one_line_and_moves_nothing(tmp_path):
     directory = str(tmp_path / "ck")
     _save_steps(directory, [1])

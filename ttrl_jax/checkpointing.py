@@ -363,7 +363,25 @@ class Checkpointer:
         ]
 
     def read_meta(self, which: int | str | None = "latest") -> dict:
-        return self._read_meta(self.resolve(which))
+        """The run metadata of a step; for "latest", of the newest step whose metadata
+        reads (an unreadable one is skipped with one warning, as in `restore`)."""
+        if which is not None and which != "latest":
+            return self._read_meta(self.resolve(which))
+        self.resolve("latest")  # FileNotFoundError without any step
+        failures = []
+        for cand in sorted(self.all_steps(), reverse=True):
+            try:
+                meta = self._read_meta(cand)
+            except Exception as e:  # noqa: BLE001 -- unreadable metadata
+                failures.append((cand, e))
+                continue
+            for bad, e in failures:
+                self._warn_unreadable(bad, e)
+            return meta
+        bad, e = failures[0]
+        raise UnreadableCheckpointError(
+            f"{self.directory}: checkpoint step {bad} cannot be restored ({_first_line(e)})"
+        ) from e
 
     def close(self) -> None:
         self._manager.wait_until_finished()
