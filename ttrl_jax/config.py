@@ -233,6 +233,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     _check(c.optim.schedule in ("cosine", "constant"), "optim.schedule", "cosine | constant")
     _check(c.optim.lr >= 0, "optim.lr", "must be >= 0")
     _check(0 <= c.optim.warmup_ratio < 1, "optim.warmup_ratio", "must be in [0, 1)")
+    _check(c.optim.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
     for k in ("b1", "b2"):  # Adam's moment decays; b2 = 1 never updates the second moment
         _check(0 <= c.optim[k] < 1, f"optim.{k}", "must be in [0, 1)")
     _check(c.guard.step_kl_target >= 0, "guard.step_kl_target", "must be >= 0 (0: off)")
