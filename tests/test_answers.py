@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from ttrl_jax.rewards import answers
+from ttrl_jax.rewards import answers, extraction
 
 MATH_TEST = pathlib.Path("/work/shared/data/benchmarks/MATH-TTT/test.json")
 
@@ -220,6 +220,10 @@ def test_registry_errors():
     [
         ("see /tmp/pytest-of-root/pytest-0/test_model_text_never_executes0/pwned", None),
         ("run0 v2 x_1 x-1-y", None),
+        ("see file run_3/out", None),
+        ("x2", None),
+        ("abc-5", None),
+        ("the value -5 is abc-5", "-5"),
         ("x_1 = 5", "5"),
         ("The value is -3.", "-3"),
         ("so 3/4", "3/4"),
@@ -262,3 +266,71 @@ def test_injection_test_passes_with_a_basetemp_numbered_0(tmp_path):
         check=False,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+
+# --- what the trainer process decides, what goes to math-verify ---------------------
+
+
+@pytest.mark.parametrize(
+    "completion, decided",
+    [
+        ("so \\boxed{5} and 7", ("5", None)),  # the box, here
+        ("\\boxed{\\frac{1}{2", (None, None)),  # an unclosed box: no answer
+        ("  42 ", ("42", None)),  # a plain number
+        (".4", (".4", None)),
+        ("6 - 5i", ("6 - 5i", None)),  # one short formula without prose
+        ("\\begin{pmatrix}1\\\\2\\end{pmatrix}", ("\\begin{pmatrix}1\\\\2\\end{pmatrix}", None)),
+        ("$[0,1)$", (None, "$[0,1)$")),  # delimiters: math-verify's extraction
+        ("The answer is 3.", (None, "The answer is 3.")),
+        ("abc-5", (None, "abc-5")),  # a word: not a bare formula
+        ("", (None, None)),
+        (None, (None, None)),
+    ],
+)
+def test_extraction_plan(completion, decided):
+    assert extraction.plan(completion) == decided
+
+
+def test_extraction_plan_sends_only_the_tail_from_a_line_start():
+    text = "$x$ " * 2000 + "\nso the answer is $5$"
+    answer, tail = extraction.plan(text)
+    assert answer is None and tail == "so the answer is $5$"
+    assert len(extraction.plan("w " * 10_000)[1]) <= extraction.MAX_WORKER_CHARS
+
+
+def test_extraction_finish_falls_back_to_answer_is_then_last_number():
+    assert extraction.finish("The answer is Evelyn.", None) == "Evelyn"
+    assert extraction.finish("we tried 4 then 9 times", None) == "9"
+    assert extraction.finish("see file run_3/out", None) is None
+    assert extraction.finish("The answer is Evelyn.", "3") == "3"
+
+
+@pytest.mark.parametrize(
+    "gold, decided",
+    [
+        ("$\\frac{1}{2}$", (None, "$\\frac{1}{2}$")),
+        ("\\(3\\)", (None, "\\(3\\)")),
+        ("\\frac{1}{2}", ("\\frac{1}{2}", None)),
+        ("$\\boxed{5}$", ("$\\boxed{5}$", None)),
+        ("  ", (None, None)),
+    ],
+)
+def test_gold_plan(gold, decided):
+    assert extraction.gold_plan(gold) == decided
+
+
+@pytest.mark.parametrize(
+    "raw, alternative",
+    [
+        ("50\\%", "\\frac{1}{2}"),
+        ("50%", "\\frac{1}{2}"),
+        ("$25\\%$", "\\frac{1}{4}"),
+        ("200 percent", "2"),
+        ("-7.5\\%", "-\\frac{3}{40}"),
+        ("50", None),
+        ("x\\%", None),
+        (None, None),
+    ],
+)
+def test_percent_alternative(raw, alternative):
+    assert extraction.percent_alternative(raw) == alternative

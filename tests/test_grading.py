@@ -331,3 +331,131 @@ def test_default_pool_lifecycle():
     assert p._closed
     with pytest.raises(RuntimeError, match="closed"):
         p.equivalent("1", "1")
+
+
+# --- extraction without a box (math-verify's, in the workers) -----------------------
+
+ISSUE_TABLE = [  # response, gold, right verdict
+    ("\\frac{10}{9}", "10/9", True),
+    ("$[0,1)$", "$[0,1)$", True),
+    (".4", "0.4", True),
+    ("1 000", "1000", True),
+    ("$-[0,1)$", "$1$", False),  # the last number "1" would be a false positive
+]
+
+
+@pytest.mark.parametrize("response, gold, expected", ISSUE_TABLE)
+def test_issue_table(pool, response, gold, expected):
+    assert pool.grade(response, gold) is expected
+
+
+@pytest.mark.parametrize(
+    "response, gold, expected",
+    [
+        ("so the answer is $\\frac{1}{2}$", "$0.5$", True),
+        ("so the answer is $\\frac{1}{2}$", "\\(0.5\\)", True),
+        ("so the answer is $\\frac{1}{2}$", "$\\frac{1}{3}$", False),
+        ("The roots are $1$ and $2$.", "$2$ and $1$", True),  # math-verify's gold: a set
+        ("The roots are $1$ and $2$.", "$2$", False),
+        ("\\(\\{2,1\\}\\)", "\\(\\{1,2\\}\\)", True),
+        ("It is $25\\%$.", "$0.25$", True),  # a percentage is also its value / 100
+        ("It is 25%.", "25", True),
+        ("It is 25%.", "0.35", False),
+        ("We get $x = 7$.", "\\[7\\]", True),
+    ],
+)
+def test_gold_in_math_delimiters(pool, response, gold, expected):
+    assert pool.grade(response, gold) is expected
+
+
+@pytest.mark.parametrize(
+    "response, gold",
+    [("see file run_3/out", "3"), ("x2", "2"), ("abc-5", "-5"), ("abc-5", "5")],
+)
+def test_digits_glued_to_words_are_not_answers(pool, response, gold):
+    assert pool.grade(response, gold) is False
+
+
+def test_extract_many_order_of_rules(pool):
+    got = pool.extract_many(
+        [
+            "We get $3$ first, then \\boxed{4}.",  # the box wins
+            "We get $x = 3$, and finally \\(\\frac{5}{6}\\).",  # math-verify: rightmost
+            "The answer is 3 apples, not 5.",  # math-verify: the "answer" anchor
+            "The answer is Evelyn.",  # math-verify finds nothing: "answer is"
+            "we tried 4 then 9 times",  # nothing either: the last number
+            "see file run_3/out",  # glued digits: no answer
+            "6 - 5i",  # a bare formula is its own answer
+            "\\boxed{\\frac{1}{2",  # an unclosed last box: no answer
+            None,
+        ]
+    )
+    assert got == ["4", "\\frac{5}{6}", "3", "Evelyn", "9", None, "6-5i", None, None]
+
+
+def test_votes_use_the_grading_extraction(pool):
+    from ttrl_jax.rewards import answers
+
+    rows = [["$[0,1)$", "1 000", "\\boxed{7}"], ["\\frac{10}{9}", "$-[0,1)$", ".4"]]
+    got = answers.extract_answers(rows, pool=pool)
+    assert got == [pool.extract_many(rows[0]), pool.extract_many(rows[1])]
+    assert got == [["[0,1)", "1000", "7"], ["\\frac{10}{9}", None, "0.4"]]
+
+
+def test_worker_extraction_never_calls_parse_expr():
+    """math-verify's plain-expression extraction runs sympy's parse_expr (eval); the
+    worker's extractor reads those expressions with the LaTeX parser instead."""
+    code = (
+        "import logging; logging.disable(logging.CRITICAL)\n"
+        "import math_verify.parser as mv\n"
+        "calls = []\n"
+        "mv.parse_expr = lambda *a, **k: calls.append(a)\n"
+        "from ttrl_jax.rewards.grading_worker import _make_extractor\n"
+        "extract = _make_extractor()\n"
+        "print(extract('The answer is 2*3'), extract('so 10/4.'), extract('x = (1+2)^2'))\n"
+        "print(len(calls))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=REPO)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert out.stdout.split("\n")[:2] == ["2\\cdot 3 10/4 (1+2)^2", "0"], out.stderr
+
+
+# --- agreement on a math-verify-style corpus -----------------------------------------
+
+
+def test_corpus_agreement_and_call_time():
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from grading_corpus import CASES
+
+    grading.shutdown_default_pool()
+    try:
+        got = grading.grade_many([c[0] for c in CASES], [c[1] for c in CASES])
+        true_ok = [ok for (_, _, want), ok in zip(CASES, got) if want]
+        false_ok = [not ok for (_, _, want), ok in zip(CASES, got) if not want]
+        true_rate, false_rate = sum(true_ok) / len(true_ok), sum(false_ok) / len(false_ok)
+        wrong = [c for c, ok in zip(CASES, got) if ok != c[2]]
+        # Single calls on a fresh pool without a result cache (workers warm).
+        with grading.GradingPool(timeout=0.8, cache_size=0) as p:
+            p.wait_ready()
+            worst = 0.0
+            for response, gold, _ in CASES[::7]:
+                start = time.perf_counter()
+                p.grade(response, gold)
+                worst = max(worst, time.perf_counter() - start)
+    finally:
+        grading.shutdown_default_pool()
+    print(
+        f"\ncorpus: {len(true_ok)} true pairs, {true_rate:.1%} agree; {len(false_ok)} false "
+        f"pairs, {false_rate:.1%} agree; max single grade call {worst * 1e3:.0f} ms"
+    )
+    assert len(true_ok) >= 150 and len(false_ok) >= 150
+    assert true_rate >= 0.95, wrong
+    assert false_rate >= 0.90, wrong
+    assert worst < 1.0

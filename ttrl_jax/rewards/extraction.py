@@ -15,7 +15,9 @@ The ``math`` task reads a completion's final answer in this order:
 
 Step 2 parses model text with sympy, so it never runs here: this module only decides
 which completions need it (:func:`plan`) and finishes the answer from the worker's
-reply (:func:`finish`). A completion that is a plain number is decided here.
+reply (:func:`finish`). A completion that is a plain number, or one short formula
+without prose and without delimiters (``6-5i``, ``(x+1)^2``), is its own answer,
+decided here.
 
 Gold answers written with math delimiters (``$...$``, ``\\(...\\)``, ``\\[...\\]``) go
 through the same math-verify extraction, as math-verify parses a gold string; other
@@ -39,6 +41,11 @@ __all__ = ["MAX_WORKER_CHARS", "finish", "gold_plan", "percent_alternative", "pl
 MAX_WORKER_CHARS = 4000
 _PLAIN_NUMBER_RE = re.compile(r"-?\d{1,64}(?:\.\d{1,64})?")
 _DELIMITERS = ("$", "\\(", "\\[")
+_MAX_BARE_CHARS = 200
+# a word of two or more letters that is not a LaTeX command's name
+_FORMULA_MARK_RE = re.compile(r"[0-9\\]")  # a digit or a LaTeX command: not just "x"
+_ENVIRONMENT_RE = re.compile(r"\\(?:begin|end)\{[A-Za-z*]{1,20}\}")
+_WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}")
 _PERCENT_RE = re.compile(r"(?:\\?%|\\text\{\s*\\?%\s*\}|\s*percent)\s*$")
 
 
@@ -64,9 +71,22 @@ def plan(completion: str | bytes | None) -> tuple[str | None, str | None]:
     if answers_lib.has_box(text):
         return answers_lib.extract_boxed(text), None
     stripped = text.strip()
-    if _PLAIN_NUMBER_RE.fullmatch(stripped):
+    if _PLAIN_NUMBER_RE.fullmatch(stripped) or _is_bare_expression(stripped):
         return stripped, None
     return None, _tail(text)
+
+
+def _is_bare_expression(text: str) -> bool:
+    """A short completion that is one formula (with a digit or a LaTeX command) and no
+    prose, e.g. ``6-5i``, ``(x+1)^2``, ``\\begin{pmatrix}1\\\\2\\end{pmatrix}``: the
+    whole of it is the answer (math-verify would only see a number or a ``\\frac``)."""
+    return (
+        len(text) <= _MAX_BARE_CHARS
+        and "\n" not in text
+        and not any(d in text for d in _DELIMITERS)
+        and _FORMULA_MARK_RE.search(text) is not None
+        and _WORD_RE.search(_ENVIRONMENT_RE.sub("", text)) is None
+    )
 
 
 def finish(completion: str | bytes | None, extracted: str | None) -> str | None:
