@@ -82,7 +82,13 @@ _PLAIN_EXPR_RE = re.compile("[-0-9.\\s+*/^()\u00d7\u00f7]+")
 
 def _expr_as_latex(expr: str) -> str:
     """math-verify's plain-expression text as LaTeX (it arrives with ``^`` as ``**``)."""
-    expr = expr.replace("**", "^").replace("\u00d7", "\\times ").replace("\u00f7", "\\div ")
+    expr = (
+        expr.strip()
+        .rstrip(".")
+        .replace("**", "^")
+        .replace("\u00d7", "\\times ")
+        .replace("\u00f7", "\\div ")
+    )
     return expr.replace("*", "\\cdot ")
 
 
