@@ -8,6 +8,11 @@ deeply nested answers). Reported:
 * ``grade_many`` on 4 completions per problem: fresh workers, warm workers with new
   answers, and repeated answers (parent cache hits),
 * the voting step: ``build_votes`` on B x M = 16 x 64 sampled answers with golds,
+* vote extraction, old against new, side by side with their ratio: the in-process
+  ``Task.extract`` (box, "answer is", last number) against ``extract_answers`` with
+  the pool (completions without a box go through math-verify's extraction on the
+  workers, so a vote and its grade agree), on boxed, short box-less and long box-less
+  completions, and the whole voting step (extraction + ``build_votes``) both ways,
 * single ``grade`` calls one at a time: p50 / p99 / max latency,
 * hostile answers one at a time: max latency (the per-call deadline bound).
 
@@ -88,6 +93,15 @@ def completion(ans: str) -> str:
     return f"Let me work through this step by step.\nTherefore, the final answer is $\\boxed{{{ans}}}$."
 
 
+def long_unboxed(ans: str) -> str:
+    """A ~1500-character box-less reasoning trace with inline math, then the answer."""
+    steps = "".join(
+        f"Step {k}: let $a_{{{k}}} = {k * k}$, so the running total is ${k * (k + 1) // 2}$. "
+        for k in range(1, 20)
+    )
+    return f"{steps}\nChecking the cases again gives the same value.\nSo the answer is ${ans}$."
+
+
 def timed(fn, *args, **kwargs):
     start = time.perf_counter()
     out = fn(*args, **kwargs)
@@ -162,6 +176,58 @@ def main() -> None:
             total, spent = total + b * m, spent + dt
         rate = f"{total / spent:,.0f} answers/s ({spent / n_steps * 1e3:.0f} ms/step)"
         results.append((f"voting step, B={b} x M={m}", f"{n_steps} steps", rate))
+
+    # Vote extraction, old (in process) against new (box-less through the workers).
+    styles = {
+        "boxed": completion,
+        "short, no box": lambda a: f"Adding the parts, the answer is ${a}$.",
+        "long, no box": long_unboxed,
+    }
+    with grading.GradingPool(args.workers, args.timeout) as ep:
+        ep.wait_ready()
+        for style, make in styles.items():
+            spent_old = spent_new = 0.0
+            for k in range(n_steps):
+                batch = golds[(k + 7) * b % len(golds) :][:b] or golds[:b]
+                texts = [[make(a) if a else "" for a in map(sample, [g] * m)] for g in batch]
+                old, dt_old = timed(lambda t=texts: [[math_task.extract(c) for c in r] for r in t])
+                new, dt_new = timed(answers.extract_answers, texts, pool=ep)
+                spent_old, spent_new = spent_old + dt_old, spent_new + dt_new
+                agree = sum(x == y for ro, rn in zip(old, new) for x, y in zip(ro, rn))
+            per = (
+                f"old {spent_old / n_steps * 1e3:.1f} ms/step, new {spent_new / n_steps * 1e3:.1f}"
+            )
+            ratio = f"{per} ms/step, new/old {spent_new / max(spent_old, 1e-9):.1f}x"
+            results.append((f"vote extraction, {style}", f"B={b} x M={m}", ratio))
+            results.append(("  same answer old and new", "last step", f"{agree / (b * m):.1%}"))
+    # The whole voting step both ways, on box-less completions; a pool for each side, so
+    # that neither reads the other's cached results.
+    with (
+        grading.GradingPool(args.workers, args.timeout) as pool_old,
+        grading.GradingPool(args.workers, args.timeout) as pool_new,
+    ):
+        pool_old.wait_ready()
+        pool_new.wait_ready()
+        spent_old = spent_new = 0.0
+        for k in range(n_steps):
+            batch = golds[(k + 3) * b % len(golds) :][:b] or golds[:b]
+            texts = [[long_unboxed(a) if a else "" for a in map(sample, [g] * m)] for g in batch]
+
+            def step_old(texts=texts, batch=batch):
+                table = [[math_task.extract(c) for c in row] for row in texts]
+                return voting.build_votes(table, golds=batch, pool=pool_old)
+
+            def step_new(texts=texts, batch=batch):
+                table = answers.extract_answers(texts, pool=pool_new)
+                return voting.build_votes(table, golds=batch, pool=pool_new)
+
+            spent_old += timed(step_old)[1]
+            spent_new += timed(step_new)[1]
+        ratio = (
+            f"old {spent_old / n_steps * 1e3:.0f} ms/step, new {spent_new / n_steps * 1e3:.0f} "
+            f"ms/step, new/old {spent_new / max(spent_old, 1e-9):.2f}x"
+        )
+        results.append(("voting step incl. extraction, long no box", f"B={b} x M={m}", ratio))
 
     # Single calls, one at a time, on fresh workers without a result cache.
     with grading.GradingPool(args.workers, args.timeout, cache_size=0) as sp:
