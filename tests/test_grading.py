@@ -388,9 +388,11 @@ def test_extract_many_order_of_rules(pool):
             "6 - 5i",  # a bare formula is its own answer
             "\\boxed{\\frac{1}{2",  # an unclosed last box: no answer
             None,
+            "Thus $m+n = 7 + 9 = 16$.",  # a chain of equalities: its last part
+            "The roots are $1$, $2$ and $3$.",  # joined by "and": a list
         ]
     )
-    assert got == ["4", "\\frac{5}{6}", "3", "Evelyn", "9", None, "6-5i", None, None]
+    assert got == ["4", "\\frac{5}{6}", "3", "Evelyn", "9", None, "6-5i", None, None, "16", "1,2,3"]
 
 
 def test_votes_use_the_grading_extraction(pool):

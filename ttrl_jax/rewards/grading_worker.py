@@ -13,8 +13,8 @@ sends ``(idx, result)`` per item as soon as it is done; ``None`` stops it. Opera
   math-verify's own extraction (LaTeX in ``$...$``, ``$$...$$``, ``\\(...\\)``,
   ``\\[...\\]``, bare ``\\frac{p}{q}``, "answer:" anchors, then plain numbers and
   expressions, rightmost first); the result is the extracted answer's text (several
-  expressions joined by "and" become one comma list, a percentage keeps ``\\%``) or
-  None when nothing parses.
+  expressions joined by "and" become one comma list, a chain ``a = b = c`` its last
+  part, a percentage keeps ``\\%``) or None when nothing parses.
 
 math-verify's plain-expression extraction calls sympy's ``parse_expr`` (Python
 ``eval``). Here it never does: :func:`_expr_as_latex` replaces it and reads the matched
@@ -126,8 +126,8 @@ def _make_extractor():
         expr, s = found[-1]
         if _PLAIN_EXPR_RE.fullmatch(s):  # a plain expression: LaTeX for the "cmp" parse
             s = _expr_as_latex(s)
-        if " and " in s:
-            s = ",".join(s.split(" and "))
+        # "m+n = 7+9 = 16" -> "16" (math-verify's reading); "1 and 2" -> "1,2"
+        s = ",".join(mv_parser.get_last_eq(part) for part in s.split(" and "))
         if isinstance(expr, Mul) and len(expr.args) == 2 and expr.args[1] == pct and "%" not in s:
             s += "\\%"
         return s.strip() or None
