@@ -279,6 +279,25 @@ def test_hostile_inputs_in_one_batch(strict_pool):
     assert time.perf_counter() - start < len(hostile) * strict_pool.timeout
 
 
+HOSTILE_COMPLETIONS = [  # no box: math-verify's extraction reads them, on a worker
+    "\\(" * 50_000,
+    "$\\frac{" + "{" * 3_000 + "$",
+    "$(10^{100})!$",
+    "$" + "1+" * 1_500 + "1$",
+    "answer: " * 20_000,
+    "$1$ and " * 10_000,
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE_COMPLETIONS, ids=range(len(HOSTILE_COMPLETIONS)))
+def test_hostile_completions_without_box_return_within_deadlines(strict_pool, text):
+    start = time.perf_counter()
+    assert strict_pool.grade(text, "7") is False
+    # an extraction and then a comparison, each under its own deadline
+    assert time.perf_counter() - start < 2 * strict_pool.timeout + 0.75
+    assert strict_pool.grade("so we get $\\sqrt{4}$", "2")
+
+
 def test_length_cap_answers_without_workers(pool):
     assert pool.max_chars == 4096
     before = dict(pool.stats)
