@@ -174,6 +174,46 @@ def test_nonfinite_update_is_skipped():
         np.testing.assert_array_equal(a, b)
 
 
+def _same(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_adam_with_b2_of_one_makes_nan_params_and_is_rejected():
+    """b2 = 1 divides by 1 - b2^t = 0: finite loss and gradient, NaN params. The update
+    is rejected even with the size check off."""
+    params = tfm.init_params(CFG, jax.random.key(0))
+    tx = ts.make_optimizer(lambda c: 1e-3, weight_decay=0.0, grad_clip=0.0, b2=1.0)
+    opt = ts.Plain(tx)
+    step = ts.make_train_step(CFG, ts.LossConfig(max_update_ratio=0.0, remat=False), opt)
+    batch = jax.tree.map(jnp.asarray, rollout(5))
+    new, _, m = step(jax.tree.map(jnp.copy, params), opt.init(params), batch, HYPER)
+    assert np.isfinite(m["loss"]) and np.isfinite(m["grad_norm"])
+    assert m["skipped"] == 1 and m["update_ratio"] == np.finfo(np.float32).max
+    _same(new, params)
+
+
+@pytest.mark.parametrize("limit", [1.0, 0.0])
+def test_a_finite_but_exploding_update_is_rejected_by_its_size(limit):
+    """lr 1e30: every new param is finite (|p| ~ 1e30, squares overflow float32), the
+    update is ~1e30 x the params' norm: rejected at max_update_ratio=1, taken at 0."""
+    params = tfm.init_params(CFG, jax.random.key(0))
+    new, _, m = run(
+        ts.LossConfig(max_update_ratio=limit, remat=False),
+        rollout(6),
+        params=jax.tree.map(jnp.copy, params),
+        sgd=True,
+        lr=1e30,
+    )
+    assert 1e20 < float(m["update_ratio"]) < np.finfo(np.float32).max
+    big = max(float(jnp.max(jnp.abs(x))) for x in jax.tree.leaves(new))
+    if limit:
+        assert m["skipped"] == 1
+        _same(new, params)
+    else:
+        assert m["skipped"] == 0 and np.isfinite(big) and big > 1e20
+
+
 def test_bf16_params_with_fp32_master_weights():
     batch = rollout(4)
     params = tfm.init_params(CFG, jax.random.key(0), dtype=jnp.bfloat16)

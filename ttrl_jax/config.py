@@ -131,6 +131,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.guard.max_factor = 2.0  # reject (restore, halve the lr scale, retry) above this x target
     c.guard.max_backtracks = 4  # retries of one step before it is skipped
     c.guard.log_step_kl = False  # measure and log guard/step_kl even with the guard off
+    # divergence check (always on unless 0): an optimizer update that makes the params
+    # non-finite or moves them by more than this x their norm, ||p' - p|| > r ||p||, is
+    # rejected (params unchanged); a step with every update rejected is not checkpointed
+    c.guard.max_update_ratio = 1.0
 
     c.train = ml_collections.ConfigDict()
     c.train.epochs = 0  # if > 0, total steps = epochs * ceil(prompts / prompts_per_step)
@@ -239,6 +243,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     _check(c.guard.step_kl_target >= 0, "guard.step_kl_target", "must be >= 0 (0: off)")
     _check(c.guard.max_factor >= 1, "guard.max_factor", "must be >= 1")
     _check(c.guard.max_backtracks >= 0, "guard.max_backtracks", "must be >= 0")
+    _check(c.guard.max_update_ratio >= 0, "guard.max_update_ratio", "must be >= 0 (0: off)")
     _check(c.train.steps >= 1 or c.train.epochs >= 1, "train.steps", "steps or epochs >= 1")
     _check(c.train.save_every >= 1, "train.save_every", "must be >= 1")
     _check(c.train.keep_last >= 1, "train.keep_last", "must be >= 1")

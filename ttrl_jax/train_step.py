@@ -11,8 +11,11 @@ where num comes from `rl.policy_objective` and D is `rl.aggregate`'s denominator
 whole mini-batch's mask; D depends only on the masks, so it is computed first and the
 accumulated gradient equals the whole mini-batch's gradient.
 
-A non-finite loss or gradient skips that update (params and optimizer state unchanged)
-and is counted in the metrics; the trainer aborts after several in a row.
+A non-finite loss or gradient, non-finite new params, or (with
+``max_update_ratio`` r > 0) an update with ||p' - p|| > r ||p|| skips that
+update (params and optimizer state unchanged) and is counted in the metrics; the trainer
+does not checkpoint a step whose updates were all skipped and aborts after several in a
+row. ``update_ratio`` logs the largest ||p' - p|| / ||p|| of the step.
 
 Optionally parameters are bf16 while the optimizer keeps fp32 master weights
 (`MasterWeights`): updates are applied to the fp32 copy, the bf16 params are its cast.
@@ -57,6 +60,8 @@ class LossConfig:
     logprob_chunk: int = 128
     remat: bool = True
     head_dtype: str = ""  # LM-head matmul operands: "" (the params' dtype) | bfloat16 | float32
+    # reject an update with ||p_new - p|| > this x ||p|| (divergence; 0: no such check)
+    max_update_ratio: float = 0.0
     # rows come in groups of this many consecutive sequences sharing their prompt part
     # (the N trained samples of a prompt): the prompt runs through the blocks once per
     # group (`transformer.forward_shared_prompt`); 1: every row on its own
@@ -253,6 +258,20 @@ def _split(x: jax.Array, n_mb: int, n_micro: int) -> jax.Array:
     return x.reshape((n_mb, n_micro, -1) + x.shape[1:])
 
 
+def _diff(a: jax.Array, b: jax.Array) -> jax.Array:
+    return a.astype(jnp.float32) - b.astype(jnp.float32)
+
+
+def _scaled_norm(tree) -> jax.Array:
+    """sqrt(sum x^2) over all leaves computed as m sqrt(sum (x/m)^2), m = max |x|, so that
+    finite values up to the float32 maximum do not overflow (inf or NaN entries give a
+    non-finite result)."""
+    leaves = [x.astype(jnp.float32) for x in jax.tree.leaves(tree)]
+    m = functools.reduce(jnp.maximum, [jnp.max(jnp.abs(x)) for x in leaves])
+    scale = jnp.where(m > 0, m, 1.0)
+    return scale * jnp.sqrt(sum(jnp.sum(jnp.square(x / scale)) for x in leaves))
+
+
 def _global_norm(tree) -> jax.Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
 
@@ -409,22 +428,32 @@ def train_step(
         )
         (grads, loss_val, stats), _ = jax.lax.scan(accumulate, init, mbatch)  # fp32 grads
         gnorm = _global_norm(grads)
-        ok = jnp.isfinite(loss_val) & jnp.isfinite(gnorm)
         new_p, new_o = opt.step(grads, o, p, hyper.get("lr_scale", 1.0))
+        # relative size of the update, ||p_new - p|| / ||p||: inf or NaN when the new
+        # params are not finite (or overflow), huge when the step diverged
+        step_norm = _scaled_norm(jax.tree.map(_diff, new_p, p))
+        ratio = step_norm / jnp.maximum(_scaled_norm(p), 1e-30)
+        ok = jnp.isfinite(loss_val) & jnp.isfinite(gnorm) & jnp.isfinite(step_norm)
+        if loss.max_update_ratio > 0:
+            ok = ok & (ratio <= loss.max_update_ratio)
         p = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new_p, p)
         o = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new_o, o)
-        means = {k: rl.safe_div(v[0], v[1]) for k, v in stats.items()}
         metrics = {
             "loss": loss_val,
             "grad_norm": gnorm,
+            # non-finite shows as float32 max, so the metrics file stays valid JSON
+            "update_ratio": jnp.where(jnp.isfinite(ratio), ratio, jnp.finfo(jnp.float32).max),
             "skipped": 1.0 - ok.astype(jnp.float32),
-            **means,
         }
-        return (p, o), metrics
+        return (p, o), (metrics, stats)
 
-    (params, opt_state), per_mb = jax.lax.scan(minibatch, (params, opt_state), data)
+    (params, opt_state), (per_mb, stats) = jax.lax.scan(minibatch, (params, opt_state), data)
     metrics = {k: jnp.mean(v) for k, v in per_mb.items()}
+    metrics["update_ratio"] = jnp.max(per_mb["update_ratio"])
     metrics["skipped"] = jnp.sum(per_mb["skipped"])
+    # token statistics pooled over the mini-batches (sum of numerators / sum of counts),
+    # so a mini-batch without trained tokens does not pull the means towards 0
+    metrics.update({k: rl.safe_div(jnp.sum(v[0]), jnp.sum(v[1])) for k, v in stats.items()})
     return params, opt_state, metrics
 
 
