@@ -470,6 +470,27 @@ def test_launcher_errors_are_one_line(setup, tmp_path, extra, needle):
     assert needle in line, log
 
 
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["--config.reward.task=nope"], "error: config.reward.task: unknown task 'nope'"),
+        (["--config.reward.task=no_such_mod:f"], "error: config.reward.task: cannot load"),
+        (["--config.data.dataset={tmp}/missing.jsonl"], "missing.jsonl"),
+        (["--config.model.path={tmp}/no_model"], "no_model"),
+    ],
+)
+def test_bad_task_dataset_or_model_dir_fail_before_anything_is_written(
+    setup, tmp_path, extra, needle
+):
+    """Checked before the model loads: one line, and the output dir stays untouched
+    (no config.json, no metrics, no checkpoints)."""
+    out = tmp_path / "out"
+    rc, log = _ttrl(setup, out, *[e.format(tmp=tmp_path) for e in extra])
+    line = _one_error_line(rc, log)
+    assert needle in line, log
+    assert not out.exists() or not any(out.iterdir()), sorted(out.iterdir())
+
+
 def test_verbose_shows_the_traceback(setup, tmp_path):
     rc, log = _ttrl(setup, tmp_path / "out", "--config.optim.b2=1.0", "--verbose")
     assert rc != 0 and "Traceback" in log and "config.optim.b2" in log, log

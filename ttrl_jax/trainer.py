@@ -31,7 +31,7 @@ import numpy as np
 
 from ttrl_jax import checkpointing, consensus, evaluation, guard, metrics, rl, sampling, sharding
 from ttrl_jax import train_step as ts
-from ttrl_jax.config import validate
+from ttrl_jax.config import ConfigValueError, validate
 from ttrl_jax.data import (
     PromptIterator,
     build_prompts,
@@ -42,6 +42,7 @@ from ttrl_jax.data import (
 )
 from ttrl_jax.models import load_hf
 from ttrl_jax.models.tokenizer import load_tokenizer
+from ttrl_jax.rewards import answers as answers_lib
 from ttrl_jax.rewards import grading
 
 log = logging.getLogger(__name__)
@@ -138,12 +139,27 @@ class Trainer:
         probe_fn: Callable | None = None,
     ):
         validate(config)
+        try:
+            answers_lib.get_task(config.reward.task)
+        except (ValueError, ImportError, AttributeError, TypeError) as e:
+            raise ConfigValueError(f"config.reward.task: {e}") from None
+        self.pool = self.ckpt = self.writer = None
+        try:
+            self._setup(config, eval_fn, probe_fn)
+        except BaseException:
+            self.close()  # no grading workers or checkpoint threads left behind
+            raise
+
+    def _setup(
+        self,
+        config: ml_collections.ConfigDict,
+        eval_fn: Callable | None,
+        probe_fn: Callable | None,
+    ) -> None:
         self.c = c = config
         self.eval_fn = eval_fn or (default_eval if c.train.eval_every else None)
         self.probe_fn = probe_fn
-        self.mesh = sharding.make_mesh(c.mesh.data, c.mesh.fsdp, c.mesh.tensor)
-        self.model = load_hf(c.model.path, dtype=c.model.dtype, mesh=self.mesh)
-        self.cfg = self.model.config
+        # the cheap checks first (tokenizer, dataset, prompts), then the model's weights
         self.tok = load_tokenizer(c.model.path)
         records = load_dataset(c, c.data.dataset)
         self.prompts = build_prompts(
@@ -154,6 +170,9 @@ class Trainer:
             system_prompt=c.model.system_prompt or None,
             on_too_long=c.data.on_too_long,
         )
+        self.mesh = sharding.make_mesh(c.mesh.data, c.mesh.fsdp, c.mesh.tensor)
+        self.model = load_hf(c.model.path, dtype=c.model.dtype, mesh=self.mesh)
+        self.cfg = self.model.config
         self.pool = grading.GradingPool(
             num_workers=c.reward.grading_workers, timeout=c.reward.grading_timeout
         )
@@ -216,6 +235,7 @@ class Trainer:
             remat=c.model.remat,
             head_dtype=c.model.head_dtype,
             prompt_group=group,
+            max_update_ratio=c.guard.max_update_ratio,
         )
         self._train_step = ts.make_train_step(self.cfg, self.loss_cfg, self.opt)
         self._logprobs = ts.make_logprob_fn(
@@ -242,13 +262,17 @@ class Trainer:
             keep_last=c.train.keep_last,
             best_metric=c.train.best_metric or None,
         )
+        self._maybe_resume()
+        # opened after the resume: rows an interrupted run wrote past its last checkpoint
+        # are cut off (they are about to be written again), so every step appears once
+        resumed = self.ckpt.latest_step() is not None
         self.writer = metrics.MetricWriter(
             c.output_dir,
             tensorboard=c.train.tensorboard,
             wandb_project=c.train.wandb_project or None,
             config=c.to_dict(),
+            resume_step=self.step if resumed else -1,
         )
-        self._maybe_resume()
 
     # ------------------------------------------------------------------ state
     def _apply_curriculum(self) -> None:
@@ -610,9 +634,18 @@ class Trainer:
                 while self.step < self.total_steps and not self.early["stopped"]:
                     m = self.train_one_step()
                     skipped = m.get("actor/skipped", 0.0)
-                    bad = bad + 1 if skipped >= c.algo.updates_per_step else 0
+                    # every update rejected: the params did not move, and the step is not
+                    # checkpointed, so keep-last never drops a good checkpoint for it
+                    all_skipped = skipped >= c.algo.updates_per_step
+                    bad = bad + 1 if all_skipped else 0
                     if skipped:
-                        log.warning("step %d: %d non-finite update(s) skipped", self.step, skipped)
+                        log.warning(
+                            "step %d: %d update(s) rejected (non-finite or diverging: update "
+                            "ratio %.3g)",
+                            self.step,
+                            skipped,
+                            m.get("actor/update_ratio", float("nan")),
+                        )
                     eval_metrics = None
                     if self.eval_fn and c.train.eval_every and self.step % c.train.eval_every == 0:
                         eval_metrics = self.eval_fn(self, self.step)
@@ -630,11 +663,13 @@ class Trainer:
                     self.writer.write(self.step, m)
                     last = m
                     if bad >= c.train.max_bad_steps:
+                        self.ckpt.wait()
                         raise TrainingError(
-                            f"{bad} RL steps in a row had only non-finite updates; stopping "
-                            f"(last good checkpoint: step {self.ckpt.latest_step()})"
+                            f"{bad} RL steps in a row had only rejected (non-finite or "
+                            "diverging) updates; stopping (last good checkpoint: "
+                            f"{self._last_good()})"
                         )
-                    if (
+                    if not all_skipped and (
                         self.step % c.train.save_every == 0
                         or self.step == self.total_steps
                         or self.early["stopped"]
@@ -653,7 +688,12 @@ class Trainer:
             self.ckpt.wait()
         return last
 
+    def _last_good(self) -> str:
+        step = self.ckpt.latest_step()
+        where = os.path.join(self.c.output_dir, "checkpoints")
+        return "none" if step is None else f"step {step} in {where}"
+
     def close(self) -> None:
-        self.ckpt.close()
-        self.writer.close()
-        self.pool.close()
+        for part in (self.ckpt, self.writer, self.pool):
+            if part is not None:
+                part.close()
