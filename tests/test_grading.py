@@ -480,3 +480,62 @@ def test_corpus_agreement_and_call_time():
     assert true_rate >= 0.95, wrong
     assert false_rate >= 0.90, wrong
     assert worst < 1.0
+
+
+def test_heldout_corpus_agreement():
+    """A second corpus, written apart from the code (see grading_corpus_heldout)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from grading_corpus_heldout import CASES
+
+    with grading.GradingPool(num_workers=2, timeout=10.0) as p:
+        got = p.wait_ready().grade_many([c[0] for c in CASES], [c[1] for c in CASES])
+    with grading.GradingPool(timeout=0.8, cache_size=0) as p:
+        p.wait_ready()
+        worst = 0.0
+        for response, gold, _ in CASES[::5]:
+            start = time.perf_counter()
+            p.grade(response, gold)
+            worst = max(worst, time.perf_counter() - start)
+    true_ok = [ok for (_, _, want), ok in zip(CASES, got) if want]
+    false_ok = [not ok for (_, _, want), ok in zip(CASES, got) if not want]
+    true_rate, false_rate = sum(true_ok) / len(true_ok), sum(false_ok) / len(false_ok)
+    wrong = [c for c, ok in zip(CASES, got) if ok != c[2]]
+    print(
+        f"\nheld-out corpus: {len(true_ok)} true pairs, {true_rate:.1%} agree; "
+        f"{len(false_ok)} false pairs, {false_rate:.1%} agree; "
+        f"max single grade call {worst * 1e3:.0f} ms"
+    )
+    assert len(true_ok) >= 150 and len(false_ok) >= 150
+    assert true_rate >= 0.95, wrong
+    assert false_rate >= 0.90, wrong
+    assert worst < 1.0
+
+
+@pytest.mark.parametrize(
+    ("response", "gold", "expected"),
+    [
+        # sentence punctuation inside display math
+        ("Hence\n\\[\nx = \\frac{7}{2}.\n\\]", "3.5", True),
+        ("so $$\\{-2, 2\\}.$$", "\\{2,-2\\}", True),
+        ("so \\(\\begin{pmatrix} 5 \\\\ -1 \\end{pmatrix},\\) done", "(5,-1)", False),
+        ("so $[4, 9).$", "[4,9)", True),
+        ("so $x = 5\\,$", "5", True),
+        # undelimited LaTeX around a plain number
+        ("The final answer is 3\\sqrt{2}.", "3\\sqrt{2}", True),
+        ("The final answer is 3\\sqrt{2}.", "3", False),
+        ("The answer is 2 \\sqrt{3}.", "2\\sqrt3", True),
+        ("Hence x = 5\\pi/6.", "\\frac{5\\pi}{6}", True),
+        ("The answer is 3\\text{ cm}.", "3", True),
+        # e-notation, Unicode math, Markdown bold
+        ("The answer is 2.5e6.", "2500000", True),
+        ("The answer is 1e-3.", "0.001", True),
+        ("The area is 16\u03c0.", "16\\pi", True),
+        ("The area is 16\u03c0.", "16", False),
+        ("The answer is \u22127/2.", "-3.5", True),
+        ("The answer is: **7/8**", "\\frac{7}{8}", True),
+        ("The answer is 2 ** 3", "8", True),
+        ("$\\boxed{\\varnothing}$", "\\emptyset", True),
+    ],
+)
+def test_plain_text_answer_forms(pool, response, gold, expected):
+    assert pool.grade(response, gold) is expected

@@ -184,6 +184,7 @@ _SPACING_RE = re.compile(r"\\\\|\\[,;:! ]|\\q?quad(?![A-Za-z])|\\displaystyle(?!
 _DEGREE_RE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ(?![A-Za-z])|°|\\degree(?![A-Za-z])")
 _PERCENT_RE = re.compile(r"\\?%")
 _FRAC_CMD_RE = re.compile(r"\\[dt]frac(?![A-Za-z])")
+_VARNOTHING_RE = re.compile(r"\\varnothing(?![A-Za-z])")
 _BINOM_CMD_RE = re.compile(r"\\[dt]binom(?![A-Za-z])")
 _FRAC_DIGITS_RE = re.compile(r"\\frac\s*(\d)\s*(\d)")
 _FRAC_DIGIT_BRACE_RE = re.compile(r"\\frac\s*(\d)\s*\{")
@@ -245,7 +246,8 @@ def normalize_math(answer: str | bytes | None) -> str | None:
     """Canonical string of a math answer, for exact voting and as grading input.
 
     Rewrites (each a linear-time pass): math delimiters ``$ \\( \\)`` removed;
-    ``\\dfrac``/``\\tfrac``→``\\frac``; ``\\frac12``→``\\frac{1}{2}``; ``\\sqrt2``→``\\sqrt{2}``;
+    ``\\dfrac``/``\\tfrac``→``\\frac``; ``\\varnothing``→``\\emptyset``;
+    ``\\frac12``→``\\frac{1}{2}``; ``\\sqrt2``→``\\sqrt{2}``;
     ``\\left``/``\\right`` and spacing commands removed; ``^\\circ`` and ``\\%`` removed;
     ``\\text{...}`` unwrapped, or dropped when it is a trailing unit (``5\\text{ cm}``→``5``);
     trailing unit words after a number dropped (never single letters, so ``(a,b)`` stays);
@@ -267,6 +269,7 @@ def normalize_math(answer: str | bytes | None) -> str | None:
         s = s[7:-1].strip()
     s = s.replace("\\$", "").replace("$", "")
     s = _FRAC_CMD_RE.sub(r"\\frac", s)
+    s = _VARNOTHING_RE.sub(r"\\emptyset", s)
     s = _BINOM_CMD_RE.sub(r"\\binom", s)
     s = _LEFT_RIGHT_RE.sub("", s)
     s = s.replace("{,}", "")

@@ -14,7 +14,11 @@ sends ``(idx, result)`` per item as soon as it is done; ``None`` stops it. Opera
   ``\\[...\\]``, bare ``\\frac{p}{q}``, "answer:" anchors, then plain numbers and
   expressions, rightmost first); the result is the extracted answer's text (several
   expressions joined by "and" become one comma list, a chain ``a = b = c`` its last
-  part, a percentage keeps ``\\%``) or None when nothing parses.
+  part, a percentage keeps ``\\%``) or None when nothing parses. Before extraction,
+  Unicode math (``\u2212 \u221a \u03c0 \u221e``) becomes LaTeX and sentence punctuation
+  just inside a closing delimiter (``\\[x = 1.\\]``) is dropped; a plain number that is
+  part of undelimited LaTeX (``3\\sqrt{2}``, ``5\\pi/6``) or of e-notation (``2.5e6``)
+  is read with the rest of it.
 
 math-verify's plain-expression extraction calls sympy's ``parse_expr`` (Python
 ``eval``). Here it never does: :func:`_expr_as_latex` replaces it and reads the matched
@@ -78,13 +82,66 @@ _WARM_UP_TEXTS = (
 
 
 _PLAIN_EXPR_RE = re.compile("[-0-9.\\s+*/^()\u00d7\u00f7]+")
+# Unicode math that models write in plain text, as the LaTeX math-verify reads.
+_UNICODE_MATH = (
+    ("\u2212", "-"),
+    ("\u221a", "\\sqrt"),
+    ("\u03c0", "\\pi "),
+    ("\u221e", "\\infty "),
+    ("\u00b7", "\\cdot "),
+    ("\u2264", "\\le "),
+    ("\u2265", "\\ge "),
+)
+_UNICODE_MATH_RE = re.compile("[" + "".join(c for c, _ in _UNICODE_MATH) + "]")
+_UNICODE_MATH_MAP = dict(_UNICODE_MATH)
+# A number math-verify read from plain text may be the start or the end of undelimited
+# LaTeX: "3\sqrt{2}", "16\pi", "\sqrt2/2". The run of text around it without
+# whitespace or "$" (or whitespace before a command) is tried as LaTeX instead.
+_LATEX_RUN_BEFORE_RE = re.compile(r"[^\s$]{0,100}$")
+_LATEX_RUN_AFTER_RE = re.compile(r"(?:[^\s$]|\s{1,3}(?=\\[A-Za-z]))*")
+_MAX_LATEX_RUN = 200
+# Sentence punctuation at the end of a formula: "\[ x = \frac12. \]" (math-verify
+# cannot parse "\frac12." and falls back to a number elsewhere in the text); never the
+# "," of a "\," command.
+_CLOSING_PUNCT_RE = re.compile(r"(?<=[^\s\\])[.,;]\s*(?=\\\]|\\\)|\$\$)|(?<=[^\s$\\])[.,;](?=\$)")
+_E_NOTATION_RE = re.compile(r"(-?\d{1,30}(?:\.\d{1,30})?)[eE]([-+]?\d{1,4})")
+_NUMBER_GROUPS = ("integer", "decimal", "expr", "percent")
+
+
+def _plain_unicode_math(text: str) -> str:
+    """``16π`` -> ``16\\pi``, ``√2`` -> ``\\sqrt2``, ``−5`` -> ``-5`` (linear time)."""
+    return _UNICODE_MATH_RE.sub(lambda m: _UNICODE_MATH_MAP[m.group()], text)
+
+
+def _latex_run(match: re.Match) -> str | None:
+    """The undelimited LaTeX run around a plain number match, or None."""
+    spans = [
+        match.span(name)
+        for name, value in match.groupdict().items()
+        if value and name.lstrip("_").startswith(_NUMBER_GROUPS)
+    ]
+    if not spans:
+        return None
+    text = match.string
+    start, end = min(a for a, _ in spans), max(b for _, b in spans)
+    before = _LATEX_RUN_BEFORE_RE.search(text, max(0, start - 100), start)
+    after = _LATEX_RUN_AFTER_RE.match(text, end, min(len(text), end + _MAX_LATEX_RUN))
+    run = text[before.start() : after.end()].rstrip(".,;:!?*").lstrip("*")
+    sci = _E_NOTATION_RE.fullmatch(run)
+    if sci is not None:  # "1.5e-3" (math-verify reads "1.5")
+        return f"{sci.group(1)}\\times 10^{{{sci.group(2)}}}"
+    if "\\" not in run or any(d in run for d in ("\\(", "\\)", "\\[", "\\]")):
+        return None
+    return run
 
 
 def _expr_as_latex(expr: str) -> str:
-    """math-verify's plain-expression text as LaTeX (it arrives with ``^`` as ``**``)."""
+    """math-verify's plain-expression text as LaTeX (it arrives with ``^`` as ``**``).
+
+    Trailing ``*`` are Markdown bold markers (``**7/8**``), not products."""
     expr = (
         expr.strip()
-        .rstrip(".")
+        .rstrip(".*")
         .replace("**", "^")
         .replace("\u00d7", "\\times ")
         .replace("\u00f7", "\\div ")
@@ -110,7 +167,7 @@ def _make_extractor():
     def recording_extract_match(match, target):
         out = extract_match(match, target)
         if out[0] is not None:
-            found.append(out)
+            found.append((*out, match, target))
         return out
 
     mv_parser.extract_match = recording_extract_match
@@ -121,11 +178,17 @@ def _make_extractor():
 
     def extract(text: str) -> str | None:
         found.clear()
+        text = _CLOSING_PUNCT_RE.sub("", _plain_unicode_math(text))
         if not mv_parser.extract_target_from_pred(text, targets, fallback_mode="no_fallback"):
             return None
-        expr, s = found[-1]
+        expr, s, match, target = found[-1]
         if _PLAIN_EXPR_RE.fullmatch(s):  # a plain expression: LaTeX for the "cmp" parse
             s = _expr_as_latex(s)
+        run = _latex_run(match) if isinstance(target, ExprExtractionConfig) else None
+        if run is not None and run != s:
+            whole = mv_parser.parse_latex_cached(run)
+            if whole is not None:
+                expr, s = whole, run
         # "m+n = 7+9 = 16" -> "16" (math-verify's reading); "1 and 2" -> "1,2"
         s = ",".join(mv_parser.get_last_eq(part) for part in s.split(" and "))
         if isinstance(expr, Mul) and len(expr.args) == 2 and expr.args[1] == pct and "%" not in s:
@@ -154,9 +217,8 @@ def serve(fd: int, soft_timeout: float, memory_limit: int) -> None:
     def parsed(s: str):
         hit = parsed_cache.get(s)
         if hit is None:
-            hit = parse(
-                "\\boxed{" + s + "}", config, fallback_mode="no_fallback", parsing_timeout=None
-            )
+            latex = "\\boxed{" + _plain_unicode_math(s) + "}"
+            hit = parse(latex, config, fallback_mode="no_fallback", parsing_timeout=None)
             parsed_cache[s] = hit
             if len(parsed_cache) > 4096:
                 parsed_cache.popitem(last=False)
