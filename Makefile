@@ -8,33 +8,43 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+CORE_STAMP := $(VENV)/.installed-core
 STAMP := $(VENV)/.installed
+TEST_WORKERS ?= 2
 PYTEST_ARGS ?=
 
 .PHONY: test demo demo-robustness demo-guard demo-srt install bench bench-smoke clean-venv
 
-$(STAMP): pyproject.toml requirements/constraints.txt
+# the library and the demos: no torch or trl (a user who only runs the demo does
+# not download them; on most machines PyPI's torch is the multi-GB CUDA build)
+$(CORE_STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	# torch is only a test dependency (parity checks); 2.13.0 is the CPU build on this image
+	$(PY) -m pip install -q -c requirements/constraints.txt -e .
+	touch $(CORE_STAMP)
+
+# tests and benchmarks add the extras: torch is only a test/bench dependency (parity
+# checks); 2.13.0 is the CPU build on this image
+$(STAMP): $(CORE_STAMP)
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -c requirements/constraints.txt -e ".[test,bench]"
 	touch $(STAMP)
 
 install: $(STAMP)
 
+# two xdist workers, a test file per worker (module fixtures build once)
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS) tests
 
-demo: $(STAMP)
+demo: $(CORE_STAMP)
 	$(PY) -m experiments.demo
 
-demo-robustness: $(STAMP)
+demo-robustness: $(CORE_STAMP)
 	$(PY) -m experiments.demo_robustness
 
-demo-guard: $(STAMP)
+demo-guard: $(CORE_STAMP)
 	$(PY) -m experiments.demo_guard
 
-demo-srt: $(STAMP)
+demo-srt: $(CORE_STAMP)
 	$(PY) -m experiments.demo_srt
 
 bench: $(STAMP)
