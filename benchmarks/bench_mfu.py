@@ -1,6 +1,6 @@
 """Model FLOPs utilisation (MFU) of the jitted policy update on this machine.
 
-What is timed: one call of `ttrl_jax.train_step.make_train_step` (forward, backward,
+What is timed: one call of `ttrl_jax.update.train_step.make_train_step` (forward, backward,
 AdamW; params and optimizer state donated) on one RL mini-batch of S sequences of
 L = P + T tokens (P prompt, T response; log-probs, PPO-clip loss and k3 KL to reference
 log-probs on the T response tokens), for a ~100M-parameter Qwen2-shaped model:
@@ -89,8 +89,8 @@ def run_update(cfg, dtype: str, s: int, p: int, t: int, micro: int, remat: bool,
     import jax
     import jax.numpy as jnp
 
-    from ttrl_jax import train_step as ts
     from ttrl_jax.models import transformer as tfm
+    from ttrl_jax.update import train_step as ts
 
     params = tfm.init_params(cfg, jax.random.key(0), dtype=jnp.dtype(dtype))
     tx = ts.make_optimizer(lambda c: 1e-6)

@@ -1,4 +1,4 @@
-"""Rollout throughput: `ttrl_jax.sampling` vs `transformers.generate` (PyTorch CPU).
+"""Rollout throughput: `ttrl_jax.rollout.sampling` vs `transformers.generate` (PyTorch CPU).
 
 One process, identical weights: a tiny random Qwen2 (hidden 256, 4 layers, 4 heads, 2 kv
 heads, intermediate 704, vocab 32000, tied embeddings, ~11M params) is written once with
@@ -31,7 +31,8 @@ from common import SMOKE_QWEN2, TINY_QWEN2, banner, table, timed, write_qwen2  #
 def run_ours(path, prompts, mask, m, new_tokens, dtype, repeats, head_dtype=None):
     import jax
 
-    from ttrl_jax import models, sampling
+    from ttrl_jax import models
+    from ttrl_jax.rollout import sampling
 
     model = models.load_hf(path, dtype=dtype)
     params, cfg = model.params(), model.config
@@ -94,8 +95,9 @@ def profile_step(path, b, m, p, t, dtype, repeats=5):
     import jax
     import jax.numpy as jnp
 
-    from ttrl_jax import models, sampling
+    from ttrl_jax import models
     from ttrl_jax.models import transformer as tfm
+    from ttrl_jax.rollout import sampling
 
     model = models.load_hf(path, dtype=dtype)
     params, cfg = model.params(), model.config
@@ -176,7 +178,7 @@ def main(argv=None):
         b, m, p, new, repeats = 8, 8, 32, 128, args.repeats
         curve = [int(x) for x in args.curve.split(",") if x]
 
-    banner(f"rollout: ttrl_jax.sampling vs transformers.generate ({args.dtype})")
+    banner(f"rollout: ttrl_jax.rollout.sampling vs transformers.generate ({args.dtype})")
     with tempfile.TemporaryDirectory() as tmp:
         write_qwen2(tmp, dtype=args.dtype, **dims)
         rng = np.random.RandomState(0)
@@ -189,10 +191,10 @@ def main(argv=None):
         )
         rows = []
         ours = run_ours(tmp, prompts, mask, m, new, args.dtype, repeats)
-        rows.append([f"ttrl_jax.sampling ({args.dtype})", ours, n_tok / ours, ""])
+        rows.append([f"ttrl_jax.rollout.sampling ({args.dtype})", ours, n_tok / ours, ""])
         if args.dtype == "float32":
             mixed = run_ours(tmp, prompts, mask, m, new, args.dtype, repeats, "bfloat16")
-            rows.append(["ttrl_jax.sampling, bf16 LM head", mixed, n_tok / mixed, ""])
+            rows.append(["ttrl_jax.rollout.sampling, bf16 LM head", mixed, n_tok / mixed, ""])
         if not args.no_hf:
             hf = run_hf(tmp, prompts, mask, m, new, args.dtype, max(1, repeats // 2))
             rows.append([f"transformers.generate ({args.dtype})", hf, n_tok / hf, ""])

@@ -15,11 +15,11 @@ Methods (all exact):
 * ``inverse_cdf``   one uniform per row, index of the first cumsum(e) entry above u * sum(e).
 * ``two_stage``     inverse CDF in two levels: pick a vocab block of ``block`` tokens by
                     its mass, then a token inside it (two uniforms per row; what
-                    `ttrl_jax.token_sampling` uses).
+                    `ttrl_jax.rollout.token_sampling` uses).
 
 Not exact (for reference only, not eligible): ``topk_then_sample`` (top-64 + categorical).
 
-``library: ...`` rows time `ttrl_jax.token_sampling.sample_logits` itself (mode switch
+``library: ...`` rows time `ttrl_jax.rollout.token_sampling.sample_logits` itself (mode switch
 included) in its full-vocabulary, greedy, top-p and top-k modes (chi-square against the
 *unfiltered* law, so only the full-vocabulary row's p-value is meaningful there).
 
@@ -131,8 +131,8 @@ def topk_then_sample(z, key, step):
 
 
 def library(**knobs):
-    """`ttrl_jax.token_sampling.sample_logits` (two-stage; top-k / top-p modes when set)."""
-    from ttrl_jax import sampling
+    """`ttrl_jax.rollout.token_sampling.sample_logits` (two-stage; top-k / top-p modes when set)."""
+    from ttrl_jax.rollout import sampling
 
     sp = sampling.sampling_params(**knobs)
 

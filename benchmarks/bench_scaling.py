@@ -5,9 +5,9 @@ vocab 32000, tied, ~11M params), fp32, written once by `transformers.save_pretra
 and loaded with `ttrl_jax.models.load_hf`. One point (B prompts, M votes, T new tokens)
 runs the library's own path:
 
-* rollout: `ttrl_jax.sampling.sample` on B random prompts of P = 32 tokens, M samples
+* rollout: `ttrl_jax.rollout.sampling.sample` on B random prompts of P = 32 tokens, M samples
   each, EOS disabled (every sample is exactly T tokens), temperature 1, full vocabulary;
-* update: the jitted, donated `ttrl_jax.train_step.make_train_step` (PPO-clip, AdamW,
+* update: the jitted, donated `ttrl_jax.update.train_step.make_train_step` (PPO-clip, AdamW,
   one optimizer update, remat, micro-batches of 8 sequences) on the first N = M / 2
   samples of every prompt (TTRL trains on 32 of 64 votes), so S = B N sequences of
   L = P + T tokens with +-1 advantages and the sampler's log-probs as the old ones.
@@ -94,8 +94,8 @@ class Runner:
         import jax
         import jax.numpy as jnp
 
-        from ttrl_jax import sampling
-        from ttrl_jax import train_step as ts
+        from ttrl_jax.rollout import sampling
+        from ttrl_jax.update import train_step as ts
 
         params, cfg, p = self.params, self.cfg, PROMPT_LEN
         rng = np.random.RandomState(b * 1000 + m * 10 + t)

@@ -29,7 +29,7 @@ R = B M rows and b = 2 bytes (bf16 params and KV cache)::
   optimizer: U AdamW updates reading and writing fp32 master, mu, nu, an fp32
     gradient and bf16 params: 30 N_all bytes per update / n at eta BW.
 
-n chips (tp of them on the tensor axis) is the smallest mesh `ttrl_jax.memory.estimate`
+n chips (tp of them on the tensor axis) is the smallest mesh `ttrl_jax.planner.memory.estimate`
 says fits the step in the chip's HBM. Communication is assumed overlapped with compute
 (ideal scaling), so these are lower bounds on time; the efficiencies are assumptions.
 
@@ -50,8 +50,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common
 
-from ttrl_jax import memory
 from ttrl_jax.models.config import ModelConfig
+from ttrl_jax.planner import memory
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,7 +210,7 @@ def check() -> None:
     import jax.numpy as jnp
 
     from ttrl_jax import models
-    from ttrl_jax import train_step as ts
+    from ttrl_jax.update import train_step as ts
 
     with tempfile.TemporaryDirectory() as tmp:
         common.write_qwen2(tmp, **common.TINY_QWEN2)
@@ -241,7 +241,7 @@ def check() -> None:
         rows.append(
             (f"train step S={s} L={p + t}", "update", f"{xla:.3g}", f"{upd:.3g}", xla / upd)
         )
-    from ttrl_jax import sampling
+    from ttrl_jax.rollout import sampling
 
     for b, m, p, t in ((2, 4, 32, 128), (2, 8, 32, 512)):
         pr = np.ones((b, p), np.int32)

@@ -6,7 +6,7 @@ Usage::
 
 The test set is rebuilt from the model directory's ``pretrain_info.json`` (task spec
 and test seed). Sampling goes through the project's jitted sampler
-(`ttrl_jax.sampling.sample`: prefill each prompt once, decode M samples), answers
+(`ttrl_jax.rollout.sampling.sample`: prefill each prompt once, decode M samples), answers
 are the last ``\\boxed{}`` (`ttrl_jax.rewards.answers.extract_math_answer`), compared
 to the gold answer as integers. Metrics (all means over problems):
 
@@ -31,11 +31,11 @@ from typing import Any
 import jax
 import numpy as np
 
-from ttrl_jax import sampling
 from ttrl_jax.data import build_prompts, left_pad, synthetic
 from ttrl_jax.models import load_hf
 from ttrl_jax.models.tokenizer import load_tokenizer
 from ttrl_jax.rewards.answers import extract_math_answer
+from ttrl_jax.rollout import sampling
 
 
 def generate(

@@ -48,7 +48,7 @@ def define_flags() -> None:
 
 
 # preset -> test problems, RL steps, eval every, prompts per step, votes, lr, and the
-# collapse guard's per-step KL target (ttrl_jax.guard; 0 = off)
+# collapse guard's per-step KL target (ttrl_jax.update.guard; 0 = off)
 SETTINGS = {
     "demo": dict(
         num_test=256, steps=30, eval_every=10, prompts=16, votes=16, lr=3e-4, guard_kl=0.004
@@ -120,7 +120,7 @@ def apply_overrides(c, overrides: list[str]) -> None:
 
 def base_metrics(model_dir: str, records, s: dict, out: str) -> dict:
     """pass@1 / maj@k at T = 1, greedy, and T = 0.3 accuracy of the base model."""
-    from ttrl_jax import evaluation
+    from ttrl_jax.eval import evaluation
     from ttrl_jax.models import load_hf
     from ttrl_jax.models.tokenizer import load_tokenizer
 

@@ -7,7 +7,7 @@ per step against ~0.002) than the vote's answer-level signal can steer, the poli
 consolidates a *consistent* wrong habit (dropped carries, or a systematic off-by-one
 in the careful order) and its own votes then confirm it. This runs that configuration
 on the bases of several pretraining seeds twice, without and with the guard's trust
-region (`ttrl_jax.guard`, ``guard.step_kl_target``), everything else equal, each run
+region (`ttrl_jax.update.guard`, ``guard.step_kl_target``), everything else equal, each run
 in its own process, and prints both rates and a plot of the first seed's runs.
 
   python -m experiments.demo_guard [--seeds=0,1,2] [--lr=4.5e-4] [--target=0.004]

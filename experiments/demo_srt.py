@@ -110,7 +110,7 @@ def validation_set(test: list[dict], num: int, seed: int, spec) -> list[dict]:
 
 def score_on_test(model, tok, records, s: dict, out_dir: str, name: str) -> dict:
     """Test-set pass@1 (mean@k at T = 1), maj@k and greedy accuracy of a policy."""
-    from ttrl_jax import evaluation
+    from ttrl_jax.eval import evaluation
 
     k = s["votes"]
     summary = evaluation.evaluate(
@@ -217,8 +217,8 @@ def run_demo_srt(
     """The whole SRT demo; returns the numbers it printed (base models cached in
     ``base_dir``, default ``out``)."""
     from experiments import demo, pretrain_tiny
-    from ttrl_jax import evaluation
     from ttrl_jax.data import synthetic
+    from ttrl_jax.eval import evaluation
     from ttrl_jax.models import load_hf
     from ttrl_jax.models.tokenizer import load_tokenizer
 

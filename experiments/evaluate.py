@@ -62,8 +62,8 @@ def _targets():
 
 def main(argv):
     del argv
-    from ttrl_jax import evaluation
     from ttrl_jax.data import load_benchmark, load_records
+    from ttrl_jax.eval import evaluation
 
     if FLAGS.plot:
         os.makedirs(FLAGS.out, exist_ok=True)

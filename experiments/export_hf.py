@@ -45,7 +45,7 @@ def main(argv):
     del argv
     check_step(FLAGS.step)
     out = check_out(FLAGS.out, FLAGS.overwrite)
-    from ttrl_jax.evaluation import load_policy
+    from ttrl_jax.eval.evaluation import load_policy
     from ttrl_jax.models import save_hf
 
     model, _, info = load_policy(FLAGS.checkpoint, FLAGS.step, model_path=FLAGS.model_path or None)

@@ -57,8 +57,8 @@ FLAGS = flags.FLAGS
 
 
 def _model_config():
-    from ttrl_jax import memory
     from ttrl_jax.models.config import config_from_hf, read_hf_config
+    from ttrl_jax.planner import memory
 
     if bool(FLAGS.model_config) == bool(FLAGS.preset):
         raise ValueError("give exactly one of --model_config and --preset")
@@ -104,7 +104,7 @@ def _describe(name, cfg, plan) -> str:
 
 def main(argv):
     del argv
-    from ttrl_jax import memory
+    from ttrl_jax.planner import memory
 
     name, cfg = _model_config()
     plan = memory.Plan(
@@ -160,7 +160,8 @@ def main(argv):
 def _measure(cfg, plan):
     import jax
 
-    from ttrl_jax import memory, sharding
+    from ttrl_jax import sharding
+    from ttrl_jax.planner import memory
 
     mesh = None
     if plan.devices > 1:

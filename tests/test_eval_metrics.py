@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from ttrl_jax import eval_metrics as em
+from ttrl_jax.eval import metrics as em
 from ttrl_jax.rewards import voting
 
 
@@ -49,7 +49,7 @@ def test_offline_labels_from_generations_vote_semantically(tmp_path):
     equivalent answers voting together (0.5 and 1/2 beat three distinct others)."""
     import json
 
-    from ttrl_jax.evaluation import labels_from_generations
+    from ttrl_jax.eval.evaluation import labels_from_generations
 
     samples = {"a": ["0.5", "3", "\\frac{1}{2}", "4"], "b": [None, "7", "7", "8"], "c": [None] * 4}
     rows = [

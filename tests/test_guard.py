@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from test_trainer import config, setup  # noqa: F401  (the module's tiny model and data)
 
-from ttrl_jax import guard
 from ttrl_jax import trainer as trainer_lib
+from ttrl_jax.update import guard
 
 
 def test_step_kl_is_the_k3_estimate_of_kl_old_new():

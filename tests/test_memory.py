@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from ttrl_jax import memory as mm
 from ttrl_jax.models.config import ModelConfig
+from ttrl_jax.planner import memory as mm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QWEN_7B = mm.PRESETS["qwen2.5-math-7b"]

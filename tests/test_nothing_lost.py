@@ -371,7 +371,7 @@ def test_save_params_removes_its_stale_shards_but_never_foreign_files(setup, tmp
 def test_broken_latest_checkpoint_evaluation_falls_back_and_step_n_is_one_line(
     setup, run_dir, tmp_path, caplog
 ):
-    from ttrl_jax import evaluation
+    from ttrl_jax.eval import evaluation
 
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)

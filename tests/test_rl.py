@@ -1,4 +1,4 @@
-"""Tests for ttrl_jax.rl against independent plain-numpy (float64, loop) references."""
+"""Tests for ttrl_jax.update.rl against independent plain-numpy (float64, loop) references."""
 
 import functools
 
@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ttrl_jax import rl
+from ttrl_jax.update import rl
 
 RTOL, ATOL = 1e-5, 1e-5
 

@@ -1,4 +1,4 @@
-"""Tests for ttrl_jax.sampling: parity with transformers, exact sampling laws, log-probs,
+"""Tests for ttrl_jax.rollout.sampling: parity with transformers, exact sampling laws, log-probs,
 early exit, sharding independence and compile-once behaviour (tiny random models)."""
 
 import jax
@@ -8,8 +8,9 @@ import pytest
 import tiny_models
 from scipy import stats
 
-from ttrl_jax import models, sampling, sharding
+from ttrl_jax import models, sharding
 from ttrl_jax.models import transformer as tfm
+from ttrl_jax.rollout import sampling
 
 B, M, T = 4, 4, 16  # one compiled (prefill, decode) pair serves most tests
 LENGTHS = [5, 11, 8, 3]

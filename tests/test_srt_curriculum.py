@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import tiny_models
 
-from ttrl_jax import evaluation, sampling
 from ttrl_jax import trainer as trainer_lib
 from ttrl_jax.config import ConfigValueError, validate
 from ttrl_jax.data import curriculum
+from ttrl_jax.eval import evaluation
 from ttrl_jax.rewards import modes
+from ttrl_jax.rollout import sampling
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,11 @@ import numpy as np
 import optax
 import pytest
 
-from ttrl_jax import lm_head, rl, sharding
-from ttrl_jax import train_step as ts
+from ttrl_jax import sharding
 from ttrl_jax.models import transformer as tfm
 from ttrl_jax.models.config import ModelConfig
+from ttrl_jax.update import lm_head, rl
+from ttrl_jax.update import train_step as ts
 
 CFG = ModelConfig(
     model_type="qwen2",

@@ -201,8 +201,8 @@ def test_launcher_bad_config_exits_nonzero_with_one_line(setup, tmp_path, extra,
 
 
 def test_evaluate_orbax_checkpoint_end_to_end(setup, three_steps):
-    from ttrl_jax import evaluation
     from ttrl_jax.data import load_records
+    from ttrl_jax.eval import evaluation
 
     out, _, _, after, _ = three_steps
     model, tok, info = evaluation.load_policy(str(out / "run"), "latest")

@@ -12,8 +12,8 @@ import os
 
 import ml_collections
 
-from ttrl_jax import rl
 from ttrl_jax.rewards.modes import REWARD_MODES
+from ttrl_jax.update import rl
 
 
 class ConfigValueError(ValueError):
@@ -124,7 +124,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.optim.b1 = 0.9
     c.optim.b2 = 0.999
 
-    # label-free collapse guard (ttrl_jax.guard): a trust region on KL(pi_old || pi_new)
+    # label-free collapse guard (ttrl_jax.update.guard): a trust region on KL(pi_old || pi_new)
     # per RL step, measured on the step's trained tokens; 0 = off
     c.guard = ml_collections.ConfigDict()
     c.guard.step_kl_target = 0.0

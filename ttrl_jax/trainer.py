@@ -29,8 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ttrl_jax import checkpointing, consensus, evaluation, guard, metrics, rl, sampling, sharding
-from ttrl_jax import train_step as ts
+from ttrl_jax import checkpointing, metrics, sharding
 from ttrl_jax.config import ConfigValueError, validate
 from ttrl_jax.data import (
     PromptIterator,
@@ -40,10 +39,14 @@ from ttrl_jax.data import (
     load_benchmark,
     load_records,
 )
+from ttrl_jax.eval import evaluation
 from ttrl_jax.models import load_hf
 from ttrl_jax.models.tokenizer import load_tokenizer
 from ttrl_jax.rewards import answers as answers_lib
-from ttrl_jax.rewards import grading
+from ttrl_jax.rewards import consensus, grading
+from ttrl_jax.rollout import sampling
+from ttrl_jax.update import guard, rl
+from ttrl_jax.update import train_step as ts
 
 log = logging.getLogger(__name__)
 BENCHMARKS = ("aime24", "amc23", "math500", "gpqa_diamond")

@@ -7,7 +7,7 @@ prompt (no labels involved), and trains on the most self-consistent fraction of 
 ones whose pseudo-labels are most often right, which delays reward hacking.
 
 This module holds the selection rule and the cache of the voting pass; the pass itself
-is :func:`ttrl_jax.evaluation.majority_ratios`. The cache is one JSON file beside the
+is :func:`ttrl_jax.eval.evaluation.majority_ratios`. The cache is one JSON file beside the
 run (``<output_dir>/curriculum.json``): per prompt id, its base-model majority ratio,
 plus a fingerprint of everything the ratios depend on (model, data, sampling). A
 resumed run reads the cache instead of voting again (after a restart the policy is no

@@ -7,6 +7,8 @@ Submodules (imported lazily, so that grading worker processes never import JAX):
 * :mod:`~ttrl_jax.rewards.grading_worker` -- the worker process itself (math-verify).
 * :mod:`~ttrl_jax.rewards.voting` -- answers ``[B][M]`` -> class ids ``[B, M]``.
 * :mod:`~ttrl_jax.rewards.modes` -- pure-JAX reward modes and label metrics.
+* :mod:`~ttrl_jax.rewards.consensus` -- one step's host side: decoded tokens -> answers
+  -> votes -> rewards ``[B, N]`` and label metrics.
 
 Typical step::
 
@@ -19,7 +21,7 @@ Typical step::
 
 import importlib
 
-__all__ = ["answers", "grading", "grading_worker", "modes", "voting"]
+__all__ = ["answers", "consensus", "grading", "grading_worker", "modes", "voting"]
 
 
 def __getattr__(name):

@@ -4,7 +4,7 @@ Shapes: ``B`` prompts, ``N`` trained samples per prompt (one *group*), ``T`` res
 tokens. Rewards are outcome rewards ``r[b, i]`` (float32 ``[B, N]``) that sit on each
 sample's own last response token. ``valid`` ``[B, N]`` marks real samples, ``mask``
 ``[B, N, T]`` real response tokens (a prefix of each row: right padding); masked entries
-are 0 in every output. `ttrl_jax.rl` re-exports every name here.
+are 0 in every output. `ttrl_jax.update.rl` re-exports every name here.
 
 Two kinds of estimator (verl ``verl/trainer/ppo/core_algos.py``):
 

@@ -478,8 +478,8 @@ def compiled_memory(
     unknown = set(programs) - set(PROGRAMS)
     if unknown:
         raise ValueError(f"unknown programs {sorted(unknown)}; known: {PROGRAMS}")
-    from ttrl_jax import sampling
-    from ttrl_jax import train_step as ts
+    from ttrl_jax.rollout import sampling
+    from ttrl_jax.update import train_step as ts
 
     pdt = jnp.dtype(plan.param_dtype)
     shapes, axes = tfm.param_shapes(cfg), tfm.param_logical_axes(cfg)

@@ -1,7 +1,7 @@
 """RL algorithms as pure JAX functions: advantages, PPO-clip loss, KL, loss aggregation.
 
 verl's names mean verl's values (``verl/trainer/ppo/core_algos.py``): advantage
-estimators (`ttrl_jax.advantages`, re-exported here), ``kl_penalty`` estimators,
+estimators (`ttrl_jax.update.advantages`, re-exported here), ``kl_penalty`` estimators,
 ``agg_loss`` modes and the ``ppo_kl`` metric. Shapes: ``B`` prompts, ``N`` trained
 samples per prompt, ``T`` response tokens; ``mask`` ``[..., T]`` marks real response
 tokens and masked entries are 0 in every per-token output.
@@ -21,7 +21,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ttrl_jax.advantages import (
+from ttrl_jax.update.advantages import (
     ADVANTAGE_ESTIMATORS,
     ESTIMATOR_ALIASES,
     GRPO_EPS,

@@ -32,10 +32,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ttrl_jax import rl
-from ttrl_jax.lm_head import HEAD_CHUNK_TOKENS, fused_head_loss, fused_token_logprobs
 from ttrl_jax.models import transformer as tfm
 from ttrl_jax.models.config import ModelConfig
+from ttrl_jax.update import rl
+from ttrl_jax.update.lm_head import HEAD_CHUNK_TOKENS, fused_head_loss, fused_token_logprobs
 
 # Models this shallow run their layers unrolled (faster on CPU, cheap to compile);
 # deeper ones scan over the stacked layers (one compiled block, fast compiles).

@@ -35,7 +35,7 @@ import numpy as np
 from ttrl_jax import sharding
 from ttrl_jax.models import transformer as tfm
 from ttrl_jax.models.config import ModelConfig
-from ttrl_jax.token_sampling import SamplingParams, row_keys, sample_logits, sampling_params
+from ttrl_jax.rollout.token_sampling import SamplingParams, row_keys, sample_logits, sampling_params
 
 __all__ = [
     "DecodeState",

@@ -21,12 +21,14 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
-from ttrl_jax import checkpointing, consensus, eval_metrics, sampling, sharding
+from ttrl_jax import checkpointing, sharding
 from ttrl_jax.data import build_prompts, left_pad
+from ttrl_jax.eval import metrics as eval_metrics
 from ttrl_jax.models import Transformer, load_hf
 from ttrl_jax.models.tokenizer import TokenizerInfo, load_tokenizer
 from ttrl_jax.rewards import answers as answers_lib
-from ttrl_jax.rewards import voting
+from ttrl_jax.rewards import consensus, voting
+from ttrl_jax.rollout import sampling
 
 
 @dataclasses.dataclass(frozen=True)
