@@ -194,7 +194,10 @@ def _fake_batch(tr, rewards_b, label_mask):
         np.asarray(label_mask),
         np.ones((b,), bool),
     )
-    return tr._training_batch(prompt_tokens, prompt_mask, out, rw), lengths
+    # the trainer's build-batch, log-prob and advantage stages, as train_one_step runs them
+    batch = tr._build_batch((prompt_tokens, prompt_mask), out, rw)
+    arrays = tr._advantages(batch, *tr._recompute_logprobs(batch))
+    return (arrays, batch.metrics), lengths
 
 
 @pytest.mark.parametrize("below", ["keep", "drop"])

@@ -1,15 +1,21 @@
 """The TTRL / SRT training loop: sample -> grade -> vote -> reward -> advantage -> update.
 
 One `Trainer` owns one model on one mesh: the same params serve the sampler and the
-update (no second inference engine, no weight synchronisation). Per RL step:
+update (no second inference engine, no weight synchronisation). One RL step
+(`Trainer.train_one_step`) runs five stages, after the resumable iterator yields B
+prompts (left-padded to a length bucket):
 
-1. the resumable iterator yields B prompts (left-padded to a length bucket);
-2. the sampler draws M completions per prompt (each prompt prefilled once);
-3. completions are decoded, answers extracted and clustered, rewards computed by the
-   configured mode (`consensus.score`), N of M samples kept for training;
-4. advantages (GRPO / RLOO / ...; KL in the loss or in the reward) and the jitted,
-   donated `train_step` (several mini-batch updates);
-5. metrics (JSONL, TensorBoard), orbax checkpoints, periodic evaluation.
+1. rollout (`_rollout_stage`): M completions per prompt, each prompt prefilled once;
+2. score (`_score_stage`): completions decoded, answers extracted and clustered,
+   rewards computed by the configured mode (`consensus.score`), N of M chosen;
+3. build batch (`_build_batch`): the N trained samples as ``[B N, ...]`` rows with
+   their masks; then `_recompute_logprobs`: the current and reference policies'
+   log-probs of those tokens (sharded forward passes);
+4. advantages (`_advantages`): GRPO / RLOO / ...; KL in the loss or in the reward;
+5. update (`_update`): the jitted, donated `train_step` (several mini-batch updates),
+   under the guard's trust region when it is on.
+
+`run` adds metrics (JSONL, TensorBoard), orbax checkpoints and periodic evaluation.
 
 Resuming from the latest checkpoint continues the exact trajectory: per-step PRNG keys
 are ``fold_in(key(seed), step)`` and the data-iterator position is checkpointed.
@@ -51,6 +57,51 @@ from ttrl_jax.update import train_step as ts
 log = logging.getLogger(__name__)
 BENCHMARKS = ("aime24", "amc23", "math500", "gpqa_diamond")
 _CURRICULUM_STREAM = 0x43555252  # PRNG stream of the curriculum voting pass ("CURR")
+
+
+@dataclasses.dataclass
+class TrainBatch:
+    """The N trained samples of each prompt as S = B N rows (host numpy)."""
+
+    tokens: np.ndarray  # int32 [S, P + T] prompt then response
+    attn_mask: np.ndarray  # int32 [S, P + T]
+    resp_mask: np.ndarray  # f32 [B, N, T] trained response tokens
+    sampler_logprobs: np.ndarray  # f32 [S, T] the sampler's log-probs
+    rewards: np.ndarray  # f32 [B, N]
+    valid: np.ndarray  # bool [B, N] sequences in the loss
+    labelled: np.ndarray  # bool [B] prompts with a (pseudo-)label
+    metrics: dict
+
+    @property
+    def flat_mask(self) -> np.ndarray:  # f32 [S, T]
+        return self.resp_mask.reshape(-1, self.resp_mask.shape[-1])
+
+    @property
+    def n_tokens(self) -> float:
+        return max(float(self.resp_mask.sum()), 1.0)
+
+
+class _StageClock:
+    """``with clock("name"):`` adds the block's wall time to ``clock.seconds[name]``."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, name: str):
+        return _Timed(self.seconds, name)
+
+
+class _Timed:
+    def __init__(self, seconds: dict, name: str):
+        self.seconds, self.name = seconds, name
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc):
+        elapsed = time.perf_counter() - self.start
+        self.seconds[self.name] = self.seconds.get(self.name, 0.0) + elapsed
+        return False
 
 
 class TrainingError(RuntimeError):
@@ -401,23 +452,44 @@ class Trainer:
         )
 
     def train_one_step(self) -> dict:
-        """Runs one RL step and returns its metrics."""
-        c = self.c
-        t0 = time.perf_counter()
+        """One RL step, five stages, each timed (``time/<stage>``): rollout -> score ->
+        build batch (N of M, masks; then the old / reference log-prob recomputation) ->
+        advantages -> update. Returns the step's metrics."""
+        clock = _StageClock()
         idx = next(self.iterator)
-        key = jax.random.fold_in(jax.random.key(c.seed), self.step)
+        key = jax.random.fold_in(jax.random.key(self.c.seed), self.step)
         k_sample, k_choose = jax.random.split(key)
-        prompt_tokens, prompt_mask = self._prompt_batch(idx)
-        out = self.rollout(prompt_tokens, prompt_mask, k_sample)
-        # every process gathers the whole rollout, so no host votes on a partial group
-        out = sampling.Rollout(*sharding.to_host(tuple(out)))
-        tokens, lengths = out.tokens, out.lengths  # [B, M, T], [B, M]
-        t1 = time.perf_counter()
+        with clock("rollout"):
+            prompts, out = self._rollout_stage(idx, k_sample)
+        with clock("grading"):
+            rw, m = self._score_stage(idx, out, k_choose)
+        with clock("prepare"):
+            batch = self._build_batch(prompts, out, rw)
+            old, ref = self._recompute_logprobs(batch)
+            arrays = self._advantages(batch, old, ref)
+        with clock("update"):
+            upd = self._update(arrays, self._hyper(), m)
+        m.update(batch.metrics)
+        m.update({f"actor/{k}": v for k, v in upd.items()})
+        m.update(self._step_metrics(out, clock))
+        self.step += 1
+        return m
 
-        texts = consensus.decode_completions(self.tok.tokenizer, tokens, lengths)
+    # ------------------------------------------------------------------ stages
+    def _rollout_stage(self, idx: np.ndarray, key: jax.Array):
+        """B prompts -> ``((prompt tokens [B, P], mask [B, P]), Rollout [B, M, T])`` on host."""
+        prompts = self._prompt_batch(idx)
+        out = self.rollout(*prompts, key)
+        # every process gathers the whole rollout, so no host votes on a partial group
+        return prompts, sampling.Rollout(*sharding.to_host(tuple(out)))
+
+    def _score_stage(self, idx: np.ndarray, out: sampling.Rollout, key: jax.Array):
+        """Decodes, extracts, votes and rewards (`consensus.score`): ``(rewards, metrics)``."""
+        c = self.c
+        texts = consensus.decode_completions(self.tok.tokenizer, out.tokens, out.lengths)
         rw, m, _ = consensus.score(
             texts,
-            k_choose,
+            key,
             mode=c.reward.mode,
             task=c.reward.task,
             clustering=c.reward.clustering,
@@ -432,43 +504,33 @@ class Trainer:
         if self.probe_fn is not None:
             problems = [self.prompts.records[i]["problem"] for i in idx]
             m.update({f"probe/{k}": float(v) for k, v in self.probe_fn(problems, texts).items()})
-        t2 = time.perf_counter()
+        return rw, m
 
-        batch, extra = self._training_batch(prompt_tokens, prompt_mask, out, rw)
-        m.update(extra)
-        t3 = time.perf_counter()
-        hyper = {
+    def _hyper(self) -> dict:
+        c = self.c
+        return {
             "temperature": jnp.float32(max(c.rollout.temperature, 1e-6)),
             "kl_coef": jnp.float32(c.algo.kl_coef),
             "entropy_coef": jnp.float32(c.algo.entropy_coef),
         }
-        lr_now = float(self.lr_fn(self.step * c.algo.updates_per_step))
-        upd = self._update(batch, hyper, m)
-        t4 = time.perf_counter()
 
-        b, mm, t = tokens.shape
-        resp = lengths.astype(np.float64)
-        m.update({f"actor/{k}": v for k, v in upd.items()})
-        m.update(
-            {
-                "lr": lr_now,
-                "response_length/mean": float(resp.mean()),
-                "response_length/max": float(resp.max()),
-                "response_length/clip_ratio": float(np.mean(self._clipped(tokens, lengths))),
-                # mean -log pi(token) of the sampled tokens: a Monte Carlo estimate of
-                # the sampling policy's per-token entropy (exact in expectation at any T)
-                "rollout/token_entropy": float(-out.logprobs.sum() / max(resp.sum(), 1.0)),
-                "time/rollout": t1 - t0,
-                "time/grading": t2 - t1,
-                "time/prepare": t3 - t2,
-                "time/update": t4 - t3,
-                "time/step": t4 - t0,
-                "throughput/rollout_tokens_per_s": float(resp.sum()) / max(t1 - t0, 1e-9),
-                "epoch": float(self.iterator.state()["epoch"]),
-            }
-        )
-        self.step += 1
-        return m
+    def _step_metrics(self, out: sampling.Rollout, clock: _StageClock) -> dict:
+        """Lengths, entropy, lr, stage times and throughput of one step."""
+        resp = out.lengths.astype(np.float64)
+        t = clock.seconds
+        return {
+            "lr": float(self.lr_fn(self.step * self.c.algo.updates_per_step)),
+            "response_length/mean": float(resp.mean()),
+            "response_length/max": float(resp.max()),
+            "response_length/clip_ratio": float(np.mean(self._clipped(out.tokens, out.lengths))),
+            # mean -log pi(token) of the sampled tokens: a Monte Carlo estimate of
+            # the sampling policy's per-token entropy (exact in expectation at any T)
+            "rollout/token_entropy": float(-out.logprobs.sum() / max(resp.sum(), 1.0)),
+            **{f"time/{k}": v for k, v in t.items()},
+            "time/step": sum(t.values()),
+            "throughput/rollout_tokens_per_s": float(resp.sum()) / max(t["rollout"], 1e-9),
+            "epoch": float(self.iterator.state()["epoch"]),
+        }
 
     def _update(self, batch: dict, hyper: dict, m: dict) -> dict:
         """The jitted update, under the guard's trust region when it is on.
@@ -515,13 +577,11 @@ class Trainer:
         last = np.take_along_axis(tokens, np.maximum(lengths - 1, 0)[..., None], -1)[..., 0]
         return (lengths >= tokens.shape[-1]) & ~np.isin(last, self.tok.eos_ids)
 
-    def _training_batch(self, prompt_tokens, prompt_mask, out: sampling.Rollout, rw):
-        """The N trained samples per prompt as sharded ``[S = B N, ...]`` arrays + metrics.
-
-        Host-side numpy (identical on every process) except the old / reference log-prob
-        recomputations, which run sharded on the mesh.
-        """
+    def _build_batch(self, prompts, out: sampling.Rollout, rw) -> TrainBatch:
+        """Keeps the N trained samples of each prompt and builds their masks (host numpy,
+        identical on every process)."""
         c = self.c
+        prompt_tokens, prompt_mask = prompts  # [B, P] x2
         idx = np.asarray(rw.indices)  # [B, N]
         resp_tokens = np.take_along_axis(out.tokens, idx[..., None], axis=1)  # [B, N, T]
         lengths = np.take_along_axis(out.lengths, idx, axis=1)  # [B, N]
@@ -540,48 +600,71 @@ class Trainer:
             flat, frac = rl.all_equal_groups(jnp.asarray(rewards), jnp.asarray(valid))
             valid = valid & ~np.asarray(flat)[:, None]
             extra["dropped_uniform_group_fraction"] = float(frac)
-        resp_mask = (live & valid[..., None]).astype(np.float32)  # [B, N, T]
         p = prompt_tokens.shape[1]
         seq = np.concatenate([np.repeat(prompt_tokens[:, None], n, 1), resp_tokens], -1)
         attn = np.concatenate([np.repeat(prompt_mask[:, None], n, 1), live.astype(np.int32)], -1)
-        seq, attn = seq.reshape(b * n, p + t), attn.reshape(b * n, p + t)
-        sampler_lp = np.take_along_axis(out.logprobs, idx[..., None], axis=1).reshape(b * n, t)
-        temp = jnp.float32(max(c.rollout.temperature, 1e-6))
-        seq_d, attn_d = sharding.shard_batch((seq, attn), self.mesh)
-        flat_mask = resp_mask.reshape(b * n, t)
-        n_tok = max(float(flat_mask.sum()), 1.0)
-        if c.algo.old_logprobs == "recompute":
-            old = sharding.to_host(self._logprobs(self.params, seq_d, attn_d, temp))
-            extra["logprob_gap/sampler_vs_trainer"] = float(
-                (np.abs(old - sampler_lp) * flat_mask).sum() / n_tok
-            )
-        else:
-            old = sampler_lp
-        batch = {"tokens": seq, "attn_mask": attn, "resp_mask": flat_mask, "old_logprobs": old}
-        mask3, v, r = jnp.asarray(resp_mask), jnp.asarray(valid), jnp.asarray(rewards)
-        if self.need_ref:
-            ref = sharding.to_host(self._logprobs(self.ref_params, seq_d, attn_d, temp))
-            if self.loss_cfg.kl_as_loss:
-                batch["ref_logprobs"] = ref
-                adv = rl.token_advantages(c.algo.advantage, r, mask3, v)
-            else:
-                kl = rl.kl_estimate(
-                    jnp.asarray(old).reshape(b, n, t),
-                    jnp.asarray(ref).reshape(b, n, t),
-                    c.algo.kl_type,
-                    c.algo.kl_clamp or None,
-                )
-                extra["kl_in_reward"] = float((kl * mask3).sum() / n_tok)
-                kl = kl * jnp.asarray(labelled, kl.dtype)[:, None, None]  # unlabelled: no KL
-                adv = rl.kl_in_reward_advantages(c.algo.advantage, r, kl, mask3, c.algo.kl_coef, v)
-        else:
-            adv = rl.token_advantages(c.algo.advantage, r, mask3, v)
-        adv = np.asarray(adv)
-        batch["advantages"] = adv.reshape(b * n, t)
-        extra["advantage/abs_mean"] = float(np.abs(adv).sum() / n_tok)
         extra["trained_sequence_fraction"] = float(valid.mean())
         extra["unlabelled_prompt_fraction"] = float(1.0 - labelled.mean())
-        return sharding.shard_batch(batch, self.mesh), extra
+        return TrainBatch(
+            tokens=seq.reshape(b * n, p + t),
+            attn_mask=attn.reshape(b * n, p + t),
+            resp_mask=(live & valid[..., None]).astype(np.float32),
+            sampler_logprobs=np.take_along_axis(out.logprobs, idx[..., None], 1).reshape(b * n, t),
+            rewards=rewards,
+            valid=valid,
+            labelled=labelled,
+            metrics=extra,
+        )
+
+    def _recompute_logprobs(self, batch: TrainBatch):
+        """``(old [S, T], ref [S, T] | None)``: the current policy's log-probs of the
+        trained tokens (``algo.old_logprobs=recompute``; else the sampler's) and the
+        reference model's when a KL term needs them. Runs sharded on the mesh."""
+        temp = jnp.float32(max(self.c.rollout.temperature, 1e-6))
+        seq_d, attn_d = sharding.shard_batch((batch.tokens, batch.attn_mask), self.mesh)
+        flat_mask = batch.flat_mask
+        old = batch.sampler_logprobs
+        if self.c.algo.old_logprobs == "recompute":
+            old = sharding.to_host(self._logprobs(self.params, seq_d, attn_d, temp))
+            batch.metrics["logprob_gap/sampler_vs_trainer"] = float(
+                (np.abs(old - batch.sampler_logprobs) * flat_mask).sum() / batch.n_tokens
+            )
+        ref = None
+        if self.need_ref:
+            ref = sharding.to_host(self._logprobs(self.ref_params, seq_d, attn_d, temp))
+        return old, ref
+
+    def _advantages(self, batch: TrainBatch, old: np.ndarray, ref: np.ndarray | None) -> dict:
+        """Token advantages (``algo.advantage``; the KL folded into the reward when
+        ``algo.kl_in_reward``) -> the update's sharded input arrays, ``[S, ...]``."""
+        c = self.c
+        b, n, t = batch.resp_mask.shape
+        arrays = {
+            "tokens": batch.tokens,
+            "attn_mask": batch.attn_mask,
+            "resp_mask": batch.flat_mask,
+            "old_logprobs": old,
+        }
+        mask3 = jnp.asarray(batch.resp_mask)
+        v, r = jnp.asarray(batch.valid), jnp.asarray(batch.rewards)
+        if ref is not None and not self.loss_cfg.kl_as_loss:
+            kl = rl.kl_estimate(
+                jnp.asarray(old).reshape(b, n, t),
+                jnp.asarray(ref).reshape(b, n, t),
+                c.algo.kl_type,
+                c.algo.kl_clamp or None,
+            )
+            batch.metrics["kl_in_reward"] = float((kl * mask3).sum() / batch.n_tokens)
+            kl = kl * jnp.asarray(batch.labelled, kl.dtype)[:, None, None]  # unlabelled: no KL
+            adv = rl.kl_in_reward_advantages(c.algo.advantage, r, kl, mask3, c.algo.kl_coef, v)
+        else:
+            if ref is not None:
+                arrays["ref_logprobs"] = ref
+            adv = rl.token_advantages(c.algo.advantage, r, mask3, v)
+        adv = np.asarray(adv)
+        arrays["advantages"] = adv.reshape(b * n, t)
+        batch.metrics["advantage/abs_mean"] = float(np.abs(adv).sum() / batch.n_tokens)
+        return sharding.shard_batch(arrays, self.mesh)
 
     # ------------------------------------------------------------------ loop
     def _early_stop(self, eval_metrics: dict) -> bool:
