@@ -1,4 +1,5 @@
 # make test  -- create/reuse .venv, install the pinned set, run the test suite
+# make test-fast -- the suite without the tests marked slow (a quick change-test loop)
 # make demo  -- run the built-in TTRL demo on the CPU
 # make demo-robustness -- TTRL on 5 pretraining seeds x 3 perturbed numerics: the rate
 # make demo-guard -- a collapsing TTRL config (lr 4.5e-4) without and with the guard
@@ -13,7 +14,7 @@ STAMP := $(VENV)/.installed
 TEST_WORKERS ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: test demo demo-robustness demo-guard demo-srt install bench bench-smoke clean-venv
+.PHONY: test test-fast demo demo-robustness demo-guard demo-srt install bench bench-smoke clean-venv
 
 # the library and the demos: no torch or trl (a user who only runs the demo does
 # not download them; on most machines PyPI's torch is the multi-GB CUDA build)
@@ -34,6 +35,10 @@ install: $(STAMP)
 # two xdist workers, a test file per worker (module fixtures build once)
 test: $(STAMP)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS) tests
+
+# the fast tier for a change-test loop: everything but the tests marked slow
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS) tests
 
 demo: $(CORE_STAMP)
 	$(PY) -m experiments.demo

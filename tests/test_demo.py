@@ -4,6 +4,8 @@ robustness runner; plus the criterion itself on hand-made numbers."""
 
 import json
 
+import pytest
+
 from experiments import demo, demo_robustness
 
 K = 16
@@ -25,6 +27,7 @@ def test_criterion_accepts_a_real_gain_and_names_each_failure():
     assert noisy["met"] and noisy["label_acc_last"] == (1.0 + 0.94 + 0.81) / 3
 
 
+@pytest.mark.slow
 def test_ttrl_meets_the_criterion_on_three_ci_seeds(tmp_path):
     summary = demo_robustness.run_robustness("ci", str(tmp_path), [0, 1, 2], ["default"])
     assert summary["total"] == 3

@@ -53,6 +53,7 @@ def _saved_params(out, step):
         ck.close()
 
 
+@pytest.mark.slow
 def test_lr_1e30_keeps_the_good_checkpoints_and_names_the_last(setup, tmp_path):
     out = tmp_path / "run"
     tr = trainer_lib.Trainer(_config(setup, out, **{"train.steps": 3}))

@@ -68,6 +68,7 @@ def _params(tr):
     return jax.tree.map(np.asarray, tr.params)
 
 
+@pytest.mark.slow
 def test_guard_with_a_loose_target_changes_nothing(setup, tmp_path):  # noqa: F811
     """A guard that never binds gives the unguarded run's params (to the last bits that
     XLA's fusion of the traced lr scale may move)."""

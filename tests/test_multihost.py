@@ -9,6 +9,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 import tiny_models
 from ttrl_jax import checkpointing, metrics, models
@@ -46,6 +47,7 @@ def _run(cmds, devices, tmp_path, name):
     assert codes == [0] * len(cmds), "\n".join(t[-3000:] for t in texts)
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process_with_eight_devices(tmp_path):
     model = str(tmp_path / "model")
     _, vocab = tiny_models.make_tokenizer(model)

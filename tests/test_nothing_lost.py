@@ -76,6 +76,7 @@ _SAVER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_kill_during_keep_last_deletion_never_lists_a_broken_step(tmp_path):
     """Real SIGKILLs at random times while a run saves with keep_last=1: afterwards
     every listed step restores, and "latest" restores, each time."""
@@ -573,6 +574,7 @@ def test_metric_writer_resume_step_cuts_jsonl_and_tensorboard(tmp_path):
     assert (tmp_path / "metrics.jsonl").read_text() == ""
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_writes_every_step_once(setup, tmp_path):
     """End to end, with a real SIGKILL after rows past the last checkpoint were written.
     Needs the trainer to pass ``resume_step`` to its MetricWriter (see the issue)."""

@@ -111,6 +111,7 @@ def test_loss_matches_direct_objective_and_updates_move_params():
     np.testing.assert_allclose(m["loss"], num / den, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_metrics_ppo_kl_is_verl_k1_and_kl_settings_plumb_through():
     """``ppo_kl`` is verl's masked mean of old - new log-prob (before the first update);
     k2 is logged as ``approx_kl_k2``; ``kl_clamp`` and ``loss_scale_factor`` reach the loss."""
@@ -388,6 +389,7 @@ def test_bias_and_gain_vjps_match_autodiff(dtype, tol):
                 np.testing.assert_allclose(db1, db2, rtol=tol, atol=tol)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("remat", [False, True])
 def test_model_gradients_with_swiglu_vjp_match_autodiff(remat, monkeypatch):
     """The whole model's gradient (left padding, scan or unrolled layers, remat) is
@@ -435,6 +437,7 @@ def _grouped_batch(b, g, p, t, vocab, seed=0):
     return jnp.asarray(tokens), jnp.asarray(mask), rmask.reshape(b * g, t) > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layers,remat", [(2, False), (5, True)])
 def test_shared_prompt_forward_matches_per_row_forward(layers, remat):
     """prompt_group > 1 runs each prompt's blocks once for its group of responses; the
@@ -461,6 +464,7 @@ def test_shared_prompt_forward_matches_per_row_forward(layers, remat):
         f(params, 5)
 
 
+@pytest.mark.slow
 def test_train_step_and_logprob_fn_with_prompt_groups():
     """The update and the log-prob function give the same results with the prompt shared
     per group, also when micro-batches cut a group (the group shrinks to the gcd)."""
@@ -542,6 +546,7 @@ def test_fused_head_loss_matches_autodiff_of_the_token_loss(tie, dtype):
     assert float(jnp.max(jnp.abs(g2[1]))) > 1e-3  # a real gradient was compared
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("agg", rl.AGG_MODES)
 def test_train_step_grad_in_forward_equals_the_autodiff_path(agg):
     """The default update (head gradient in the forward pass) moves the params exactly as

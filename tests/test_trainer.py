@@ -118,6 +118,7 @@ def _losses(setup, out, **mesh):
     return [(r["actor/loss"], r["actor/grad_norm"], r["reward_mean"]) for r in rows], tr.params
 
 
+@pytest.mark.slow
 def test_same_losses_on_one_and_eight_devices(setup, tmp_path):
     one, p1 = _losses(setup, str(tmp_path / "one"), data=1, fsdp=1, tensor=1)
     eight, p8 = _losses(setup, str(tmp_path / "eight"), data=2, fsdp=2, tensor=2)
@@ -154,6 +155,7 @@ def _output(proc, timeout=300):
         return f.read()
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_is_bitwise_identical(setup, tmp_path):
     steps = 20
     ref = _launch(setup, tmp_path / "ref", steps)
@@ -352,6 +354,7 @@ def test_bf16_sampler_head_on_fp32_model_requires_recomputed_old_logprobs(setup,
         validate(config(setup, tmp_path / "run", **{"model.head_dtype": "float16"}))
 
 
+@pytest.mark.slow
 def test_bf16_head_in_sampler_and_trainer_agree(setup, tmp_path):
     """model.head_dtype=bfloat16 puts the same bf16-operand head in the sampler and the
     update: the sampler's log-probs then match the trainer's recomputation far more
