@@ -131,9 +131,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.guard.max_factor = 2.0  # reject (restore, halve the lr scale, retry) above this x target
     c.guard.max_backtracks = 4  # retries of one step before it is skipped
     c.guard.log_step_kl = False  # measure and log guard/step_kl even with the guard off
-    # divergence check (always on unless 0): an optimizer update that makes the params
-    # non-finite or moves them by more than this x their norm, ||p' - p|| > r ||p||, is
-    # rejected (params unchanged); a step with every update rejected is not checkpointed
+    # divergence check: an optimizer update that makes the params non-finite (always) or
+    # moves them by more than this x their norm, ||p' - p|| > r ||p|| (0: no size check),
+    # is rejected (params unchanged); a step with every update rejected is not checkpointed
     c.guard.max_update_ratio = 1.0
 
     c.train = ml_collections.ConfigDict()
