@@ -451,6 +451,31 @@ def test_worker_extraction_never_calls_parse_expr():
 # --- agreement on a math-verify-style corpus -----------------------------------------
 
 
+def _assert_corpus_agreement(label, cases, got, every):
+    """Agreement of ``got`` with the expected verdicts of ``cases`` (>= 95 % of true pairs,
+    >= 90 % of false ones, >= 150 of each), and every ``every``-th pair graded alone on a
+    fresh pool without a result cache (workers warm) in under 1 s."""
+    with grading.GradingPool(timeout=0.8, cache_size=0) as p:
+        p.wait_ready()
+        worst = 0.0
+        for response, gold, _ in cases[::every]:
+            start = time.perf_counter()
+            p.grade(response, gold)
+            worst = max(worst, time.perf_counter() - start)
+    true_ok = [ok for (_, _, want), ok in zip(cases, got) if want]
+    false_ok = [not ok for (_, _, want), ok in zip(cases, got) if not want]
+    true_rate, false_rate = sum(true_ok) / len(true_ok), sum(false_ok) / len(false_ok)
+    wrong = [c for c, ok in zip(cases, got) if ok != c[2]]
+    print(
+        f"\n{label}: {len(true_ok)} true pairs, {true_rate:.1%} agree; {len(false_ok)} false "
+        f"pairs, {false_rate:.1%} agree; max single grade call {worst * 1e3:.0f} ms"
+    )
+    assert len(true_ok) >= 150 and len(false_ok) >= 150
+    assert true_rate >= 0.95, wrong
+    assert false_rate >= 0.90, wrong
+    assert worst < 1.0
+
+
 def test_corpus_agreement_and_call_time():
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from grading_corpus import CASES
@@ -458,28 +483,9 @@ def test_corpus_agreement_and_call_time():
     grading.shutdown_default_pool()
     try:
         got = grading.grade_many([c[0] for c in CASES], [c[1] for c in CASES])
-        true_ok = [ok for (_, _, want), ok in zip(CASES, got) if want]
-        false_ok = [not ok for (_, _, want), ok in zip(CASES, got) if not want]
-        true_rate, false_rate = sum(true_ok) / len(true_ok), sum(false_ok) / len(false_ok)
-        wrong = [c for c, ok in zip(CASES, got) if ok != c[2]]
-        # Single calls on a fresh pool without a result cache (workers warm).
-        with grading.GradingPool(timeout=0.8, cache_size=0) as p:
-            p.wait_ready()
-            worst = 0.0
-            for response, gold, _ in CASES[::7]:
-                start = time.perf_counter()
-                p.grade(response, gold)
-                worst = max(worst, time.perf_counter() - start)
     finally:
         grading.shutdown_default_pool()
-    print(
-        f"\ncorpus: {len(true_ok)} true pairs, {true_rate:.1%} agree; {len(false_ok)} false "
-        f"pairs, {false_rate:.1%} agree; max single grade call {worst * 1e3:.0f} ms"
-    )
-    assert len(true_ok) >= 150 and len(false_ok) >= 150
-    assert true_rate >= 0.95, wrong
-    assert false_rate >= 0.90, wrong
-    assert worst < 1.0
+    _assert_corpus_agreement("corpus", CASES, got, every=7)
 
 
 def test_heldout_corpus_agreement():
@@ -489,26 +495,7 @@ def test_heldout_corpus_agreement():
 
     with grading.GradingPool(num_workers=2, timeout=10.0) as p:
         got = p.wait_ready().grade_many([c[0] for c in CASES], [c[1] for c in CASES])
-    with grading.GradingPool(timeout=0.8, cache_size=0) as p:
-        p.wait_ready()
-        worst = 0.0
-        for response, gold, _ in CASES[::5]:
-            start = time.perf_counter()
-            p.grade(response, gold)
-            worst = max(worst, time.perf_counter() - start)
-    true_ok = [ok for (_, _, want), ok in zip(CASES, got) if want]
-    false_ok = [not ok for (_, _, want), ok in zip(CASES, got) if not want]
-    true_rate, false_rate = sum(true_ok) / len(true_ok), sum(false_ok) / len(false_ok)
-    wrong = [c for c, ok in zip(CASES, got) if ok != c[2]]
-    print(
-        f"\nheld-out corpus: {len(true_ok)} true pairs, {true_rate:.1%} agree; "
-        f"{len(false_ok)} false pairs, {false_rate:.1%} agree; "
-        f"max single grade call {worst * 1e3:.0f} ms"
-    )
-    assert len(true_ok) >= 150 and len(false_ok) >= 150
-    assert true_rate >= 0.95, wrong
-    assert false_rate >= 0.90, wrong
-    assert worst < 1.0
+    _assert_corpus_agreement("held-out corpus", CASES, got, every=5)
 
 
 @pytest.mark.parametrize(
