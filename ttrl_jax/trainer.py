@@ -620,7 +620,7 @@ class Trainer:
         """``(old [S, T], ref [S, T] | None)``: the current policy's log-probs of the
         trained tokens (``algo.old_logprobs=recompute``; else the sampler's) and the
         reference model's when a KL term needs them. Runs sharded on the mesh."""
-        temp = jnp.float32(max(self.c.rollout.temperature, 1e-6))
+        temp = self._hyper()["temperature"]
         seq_d, attn_d = sharding.shard_batch((batch.tokens, batch.attn_mask), self.mesh)
         flat_mask = batch.flat_mask
         old = batch.sampler_logprobs
