@@ -10,7 +10,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CORE_STAMP := $(VENV)/.installed-core
-STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+BENCH_STAMP := $(VENV)/.installed-bench
 TEST_WORKERS ?= 2
 PYTEST_ARGS ?=
 
@@ -23,21 +24,26 @@ $(CORE_STAMP): pyproject.toml requirements/constraints.txt
 	$(PY) -m pip install -q -c requirements/constraints.txt -e .
 	touch $(CORE_STAMP)
 
-# tests and benchmarks add the extras: torch is only a test/bench dependency (parity
-# checks); 2.13.0 is the CPU build on this image
-$(STAMP): $(CORE_STAMP)
+# tests add the test extra, benchmarks the bench extra, each with its own stamp: torch
+# is only a test/bench dependency (parity checks); 2.13.0 is the CPU build on this image
+$(TEST_STAMP): $(CORE_STAMP)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -c requirements/constraints.txt -e ".[test,bench]"
-	touch $(STAMP)
+	$(PY) -m pip install -q -c requirements/constraints.txt -e ".[test]"
+	touch $(TEST_STAMP)
 
-install: $(STAMP)
+$(BENCH_STAMP): $(CORE_STAMP)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -c requirements/constraints.txt -e ".[bench]"
+	touch $(BENCH_STAMP)
+
+install: $(TEST_STAMP) $(BENCH_STAMP)
 
 # two xdist workers, a test file per worker (module fixtures build once)
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS) tests
 
 # the fast tier for a change-test loop: everything but the tests marked slow
-test-fast: $(STAMP)
+test-fast: $(TEST_STAMP)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS) tests
 
 demo: $(CORE_STAMP)
@@ -52,10 +58,10 @@ demo-guard: $(CORE_STAMP)
 demo-srt: $(CORE_STAMP)
 	$(PY) -m experiments.demo_srt
 
-bench: $(STAMP)
+bench: $(BENCH_STAMP)
 	$(PY) -m benchmarks.run_all
 
-bench-smoke: $(STAMP)
+bench-smoke: $(BENCH_STAMP)
 	$(PY) -m benchmarks.run_all --smoke
 
 clean-venv:

@@ -3,7 +3,6 @@
 import json
 import pathlib
 import sys
-import time
 
 import pytest
 
@@ -129,12 +128,12 @@ def test_extraction_is_linear_time_on_hostile_inputs():
         "1," * 300_000,
         "\\text{" * 100_000 + "}" * 100_000,
     ]
+    # ~1e6-character inputs: a quadratic scan would take hours, so a regression hangs
+    # here rather than passing (no clock is asserted: a loaded machine must not fail it)
     for text in cases:
-        start = time.perf_counter()
         a = answers.extract_math_answer(text)
         answers.normalize_math(a)
         answers.extract_choice(text)
-        assert time.perf_counter() - start < 2.0, text[:30]
     deep = answers.extract_math_answer(cases[0])
     assert deep == "{" * 10_000 + "1" + "}" * 10_000
 
