@@ -83,6 +83,7 @@ def test_flat_modules_left_the_top_level():
         "checkpointing",
         "config",
         "metrics",
+        "settings",
         "sharding",
         "trainer",
     }

@@ -4,8 +4,8 @@ One package per stage of a step: ``models`` (the decoder, HF checkpoints, tokeni
 ``rollout`` (sampling), ``rewards`` (answers, grading, votes, reward modes, consensus),
 ``update`` (advantages, losses, the train step, the collapse guard), ``data``, ``eval``;
 ``planner`` (memory estimates) serves the planner CLI and benchmarks. The loop
-(``trainer``), ``config``, ``sharding``, ``checkpointing`` and ``metrics`` stay at the
-top. Importing this package imports none of them; the old flat module names
+(``trainer``, built from the typed ``settings`` of its stages), ``config``,
+``sharding``, ``checkpointing`` and ``metrics`` stay at the top. Importing this package imports none of them; the old flat module names
 (``ttrl_jax.sampling``, ``from ttrl_jax import rl``, ...) still resolve to the moved
 modules through `ttrl_jax._compat`.
 """

@@ -51,6 +51,7 @@ from ttrl_jax.models.tokenizer import load_tokenizer
 from ttrl_jax.rewards import answers as answers_lib
 from ttrl_jax.rewards import consensus, grading
 from ttrl_jax.rollout import sampling
+from ttrl_jax.settings import TrainerSettings
 from ttrl_jax.update import guard, rl
 from ttrl_jax.update import train_step as ts
 
@@ -211,6 +212,8 @@ class Trainer:
         probe_fn: Callable | None,
     ) -> None:
         self.c = c = config
+        # what the step's stages read, typed and frozen; the rest of c wires the parts
+        self.s = s = TrainerSettings.from_config(c)
         self.eval_fn = eval_fn or (default_eval if c.train.eval_every else None)
         self.probe_fn = probe_fn
         # the cheap checks first (tokenizer, dataset, prompts), then the model's weights
@@ -246,10 +249,6 @@ class Trainer:
         self.iterator = PromptIterator(n, c.data.prompts_per_step, c.seed, shuffle=c.data.shuffle)
         steps_per_epoch = n // c.data.prompts_per_step
         self.total_steps = c.train.epochs * steps_per_epoch if c.train.epochs else c.train.steps
-
-        self.n_train = c.rollout.n_train or c.rollout.n_votes
-        if c.reward.mode == "srt":
-            self.n_train = c.rollout.n_votes  # SRT trains on its votes
         lr = ts.make_schedule(
             c.optim.lr,
             c.optim.schedule,
@@ -264,50 +263,25 @@ class Trainer:
         )
         self.lr_fn = lr
         params = self.model.params()
-        self.need_ref = c.algo.kl_coef > 0
-        self.ref_params = jax.tree.map(jnp.copy, params) if self.need_ref else None
+        self.ref_params = jax.tree.map(jnp.copy, params) if s.update.need_ref else None
         self.params = params
         # optimizer moments take their params' shardings (jit alone would replicate them)
         opt_shapes = jax.eval_shape(self.opt.init, params)
         self.opt_state = jax.jit(
             self.opt.init, out_shardings=sharding.like_shardings(opt_shapes, params, self.mesh)
         )(params)
-        # the training batch holds each prompt's N samples as consecutive rows
-        group = self.n_train if c.model.shared_prompt_forward else 1
-        self.loss_cfg = ts.LossConfig(
-            clip_eps_low=c.algo.clip_eps_low,
-            clip_eps_high=c.algo.clip_eps_high,
-            dual_clip_c=c.algo.dual_clip or None,
-            kl_as_loss=self.need_ref and not c.algo.kl_in_reward,
-            kl_type=c.algo.kl_type,
-            kl_clamp=c.algo.kl_clamp or None,
-            agg_mode=c.algo.loss_agg,
-            loss_scale_factor=c.algo.loss_scale_factor or None,
-            use_entropy=c.algo.entropy_coef > 0,
-            num_minibatches=c.algo.updates_per_step,
-            micro_batch_size=c.algo.micro_batch_size,
-            remat=c.model.remat,
-            head_dtype=c.model.head_dtype,
-            prompt_group=group,
-            max_update_ratio=c.guard.max_update_ratio,
-        )
-        self._train_step = ts.make_train_step(self.cfg, self.loss_cfg, self.opt)
+        self.loss_cfg = s.loss
+        self._train_step = ts.make_train_step(self.cfg, s.loss, self.opt)
         self._logprobs = ts.make_logprob_fn(
             self.cfg,
-            c.rollout.max_new_tokens,
-            micro_batch=c.algo.micro_batch_size,
-            head_dtype=c.model.head_dtype,
-            prompt_group=group,
+            s.rollout.max_new_tokens,
+            micro_batch=s.loss.micro_batch_size,
+            head_dtype=s.loss.head_dtype,
+            prompt_group=s.loss.prompt_group,
         )
-        self.trust = (
-            guard.TrustRegion(
-                c.guard.step_kl_target,
-                max_factor=c.guard.max_factor,
-                max_backtracks=c.guard.max_backtracks,
-            )
-            if c.guard.step_kl_target > 0
-            else None
-        )
+        self.trust = None
+        if s.trust_region is not None:
+            self.trust = guard.TrustRegion(**s.trust_region)
         self.step = 0
         # early stopping on train.best_metric: best value so far, evaluations since it
         self.early = {"best": None, "since": 0, "stopped": False}
@@ -426,13 +400,13 @@ class Trainer:
     # ------------------------------------------------------------------ one step
     def _prompt_batch(self, idx: np.ndarray):
         ids = [self.prompts.token_ids[i] for i in idx]
-        return left_pad(ids, self.tok.pad_id, multiple=self.c.data.prompt_bucket)  # [B, P] x2
+        return left_pad(ids, self.tok.pad_id, multiple=self.s.rollout.prompt_bucket)  # [B, P] x2
 
     def rollout(
         self, tokens: np.ndarray, mask: np.ndarray, key: jax.Array, params=None
     ) -> sampling.Rollout:
         """M samples per prompt with the current (or given) params: ``[B, M, T]``."""
-        r = self.c.rollout
+        r = self.s.rollout
         sp = sampling.sampling_params(r.temperature, r.top_p, r.top_k)
         tokens, mask = sharding.shard_batch((tokens, mask), self.mesh)
         return sampling.sample(
@@ -448,7 +422,7 @@ class Trainer:
             pad_id=self.tok.pad_id,
             max_len=r.max_new_tokens,
             prompt_len=tokens.shape[1],
-            head_dtype=(r.head_dtype or self.c.model.head_dtype) or None,
+            head_dtype=r.head_dtype,
         )
 
     def train_one_step(self) -> dict:
@@ -457,7 +431,7 @@ class Trainer:
         advantages -> update. Returns the step's metrics."""
         clock = _StageClock()
         idx = next(self.iterator)
-        key = jax.random.fold_in(jax.random.key(self.c.seed), self.step)
+        key = jax.random.fold_in(jax.random.key(self.s.loop.seed), self.step)
         k_sample, k_choose = jax.random.split(key)
         with clock("rollout"):
             prompts, out = self._rollout_stage(idx, k_sample)
@@ -485,20 +459,20 @@ class Trainer:
 
     def _score_stage(self, idx: np.ndarray, out: sampling.Rollout, key: jax.Array):
         """Decodes, extracts, votes and rewards (`consensus.score`): ``(rewards, metrics)``."""
-        c = self.c
+        w = self.s.score
         texts = consensus.decode_completions(self.tok.tokenizer, out.tokens, out.lengths)
         rw, m, _ = consensus.score(
             texts,
             key,
-            mode=c.reward.mode,
-            task=c.reward.task,
-            clustering=c.reward.clustering,
+            mode=w.mode,
+            task=w.task,
+            clustering=w.clustering,
             golds=[self.golds[i] for i in idx] if any(self.golds[i] for i in idx) else None,
             offline_labels=None if self.offline is None else [self.offline[i] for i in idx],
-            n_train=self.n_train,
-            threshold=c.reward.threshold,
-            soft=c.reward.soft,
-            keep_fraction=c.reward.keep_fraction,
+            n_train=self.s.rollout.n_train,
+            threshold=w.threshold,
+            soft=w.soft,
+            keep_fraction=w.keep_fraction,
             pool=self.pool,
         )
         if self.probe_fn is not None:
@@ -507,11 +481,11 @@ class Trainer:
         return rw, m
 
     def _hyper(self) -> dict:
-        c = self.c
+        s = self.s
         return {
-            "temperature": jnp.float32(max(c.rollout.temperature, 1e-6)),
-            "kl_coef": jnp.float32(c.algo.kl_coef),
-            "entropy_coef": jnp.float32(c.algo.entropy_coef),
+            "temperature": jnp.float32(max(s.rollout.temperature, 1e-6)),
+            "kl_coef": jnp.float32(s.update.kl_coef),
+            "entropy_coef": jnp.float32(s.update.entropy_coef),
         }
 
     def _step_metrics(self, out: sampling.Rollout, clock: _StageClock) -> dict:
@@ -519,7 +493,7 @@ class Trainer:
         resp = out.lengths.astype(np.float64)
         t = clock.seconds
         return {
-            "lr": float(self.lr_fn(self.step * self.c.algo.updates_per_step)),
+            "lr": float(self.lr_fn(self.step * self.s.update.updates_per_step)),
             "response_length/mean": float(resp.mean()),
             "response_length/max": float(resp.max()),
             "response_length/clip_ratio": float(np.mean(self._clipped(out.tokens, out.lengths))),
@@ -540,7 +514,7 @@ class Trainer:
         undone (params and optimizer state from copies taken before it, since the
         update donates its inputs) and retried at a smaller lr scale.
         """
-        tr, measure = self.trust, self.trust is not None or self.c.guard.log_step_kl
+        tr, measure = self.trust, self.trust is not None or self.s.update.log_step_kl
         if not measure:
             upd = self._train_step(self.params, self.opt_state, batch, hyper)
             self.params, self.opt_state = upd[0], upd[1]
@@ -580,23 +554,23 @@ class Trainer:
     def _build_batch(self, prompts, out: sampling.Rollout, rw) -> TrainBatch:
         """Keeps the N trained samples of each prompt and builds their masks (host numpy,
         identical on every process)."""
-        c = self.c
+        u = self.s.update
         prompt_tokens, prompt_mask = prompts  # [B, P] x2
         idx = np.asarray(rw.indices)  # [B, N]
         resp_tokens = np.take_along_axis(out.tokens, idx[..., None], axis=1)  # [B, N, T]
         lengths = np.take_along_axis(out.lengths, idx, axis=1)  # [B, N]
         b, n, t = resp_tokens.shape
         if self.loss_cfg.prompt_group > 1 and n != self.loss_cfg.prompt_group:
-            raise RuntimeError(f"{n} trained samples per prompt, expected {self.n_train}")
+            raise RuntimeError(f"{n} trained samples per prompt, expected {self.s.rollout.n_train}")
         live = np.arange(t)[None, None] < lengths[..., None]  # [B, N, T]
         # a prompt without a (pseudo-)label has reward 0 on every sample; "keep" (SRT)
         # leaves it in the batch (its tokens count in the loss denominators), "drop" not
         labelled = np.asarray(rw.label_mask)  # [B]
-        in_batch = rw.keep & (labelled | (c.reward.below_threshold == "keep"))  # [B]
+        in_batch = rw.keep & (labelled | (self.s.score.below_threshold == "keep"))  # [B]
         valid = np.broadcast_to(np.asarray(in_batch)[:, None], (b, n))  # [B, N]
         rewards = np.asarray(rw.rewards, np.float32)  # [B, N]
         extra = {}
-        if c.algo.drop_uniform_groups:
+        if u.drop_uniform_groups:
             flat, frac = rl.all_equal_groups(jnp.asarray(rewards), jnp.asarray(valid))
             valid = valid & ~np.asarray(flat)[:, None]
             extra["dropped_uniform_group_fraction"] = float(frac)
@@ -624,20 +598,20 @@ class Trainer:
         seq_d, attn_d = sharding.shard_batch((batch.tokens, batch.attn_mask), self.mesh)
         flat_mask = batch.flat_mask
         old = batch.sampler_logprobs
-        if self.c.algo.old_logprobs == "recompute":
+        if self.s.update.old_logprobs == "recompute":
             old = sharding.to_host(self._logprobs(self.params, seq_d, attn_d, temp))
             batch.metrics["logprob_gap/sampler_vs_trainer"] = float(
                 (np.abs(old - batch.sampler_logprobs) * flat_mask).sum() / batch.n_tokens
             )
         ref = None
-        if self.need_ref:
+        if self.s.update.need_ref:
             ref = sharding.to_host(self._logprobs(self.ref_params, seq_d, attn_d, temp))
         return old, ref
 
     def _advantages(self, batch: TrainBatch, old: np.ndarray, ref: np.ndarray | None) -> dict:
         """Token advantages (``algo.advantage``; the KL folded into the reward when
         ``algo.kl_in_reward``) -> the update's sharded input arrays, ``[S, ...]``."""
-        c = self.c
+        u = self.s.update
         b, n, t = batch.resp_mask.shape
         arrays = {
             "tokens": batch.tokens,
@@ -651,16 +625,16 @@ class Trainer:
             kl = rl.kl_estimate(
                 jnp.asarray(old).reshape(b, n, t),
                 jnp.asarray(ref).reshape(b, n, t),
-                c.algo.kl_type,
-                c.algo.kl_clamp or None,
+                u.kl_type,
+                u.kl_clamp,
             )
             batch.metrics["kl_in_reward"] = float((kl * mask3).sum() / batch.n_tokens)
             kl = kl * jnp.asarray(batch.labelled, kl.dtype)[:, None, None]  # unlabelled: no KL
-            adv = rl.kl_in_reward_advantages(c.algo.advantage, r, kl, mask3, c.algo.kl_coef, v)
+            adv = rl.kl_in_reward_advantages(u.advantage, r, kl, mask3, u.kl_coef, v)
         else:
             if ref is not None:
                 arrays["ref_logprobs"] = ref
-            adv = rl.token_advantages(c.algo.advantage, r, mask3, v)
+            adv = rl.token_advantages(u.advantage, r, mask3, v)
         adv = np.asarray(adv)
         arrays["advantages"] = adv.reshape(b * n, t)
         batch.metrics["advantage/abs_mean"] = float(np.abs(adv).sum() / batch.n_tokens)
@@ -674,7 +648,7 @@ class Trainer:
         ``train.best_metric`` did not beat the best so far by more than ``min_delta``;
         the best checkpoint (kept by the checkpointer) is then the early-stopped model.
         """
-        t = self.c.train
+        t = self.s.loop
         if not t.early_stop_patience:
             return False
         value = float(eval_metrics[t.best_metric])
@@ -690,8 +664,8 @@ class Trainer:
         """With a best-checkpoint metric, the starting model is a candidate too: a fresh
         run evaluates and saves step 0, so a run that only gets worse keeps (and early
         stopping returns) the model it started from, never one below it."""
-        c = self.c
-        if not (self.eval_fn and c.train.eval_every and c.train.best_metric):
+        t = self.s.loop
+        if not (self.eval_fn and t.eval_every and t.best_metric):
             return
         if self.step or self.ckpt.latest_step() is not None:
             return
@@ -704,13 +678,13 @@ class Trainer:
         """Trains until ``total_steps``; returns the last step's metrics."""
         from tqdm import tqdm
 
-        c = self.c
+        t, u = self.s.loop, self.s.update
         last: dict = {}
         bad = 0
         bar = tqdm(
             total=self.total_steps,
             initial=self.step,
-            disable=not c.train.progress or jax.process_index() != 0,
+            disable=not t.progress or jax.process_index() != 0,
             desc="ttrl",
             dynamic_ncols=True,
         )
@@ -722,7 +696,7 @@ class Trainer:
                     skipped = m.get("actor/skipped", 0.0)
                     # every update rejected: the params did not move, and the step is not
                     # checkpointed, so keep-last never drops a good checkpoint for it
-                    all_skipped = skipped >= c.algo.updates_per_step
+                    all_skipped = skipped >= u.updates_per_step
                     bad = bad + 1 if all_skipped else 0
                     if skipped:
                         log.warning(
@@ -733,7 +707,7 @@ class Trainer:
                             m.get("actor/update_ratio", float("nan")),
                         )
                     eval_metrics = None
-                    if self.eval_fn and c.train.eval_every and self.step % c.train.eval_every == 0:
+                    if self.eval_fn and t.eval_every and self.step % t.eval_every == 0:
                         eval_metrics = self.eval_fn(self, self.step)
                         m.update(eval_metrics)
                         if self._early_stop(eval_metrics):
@@ -742,13 +716,13 @@ class Trainer:
                                 "step %d: %s has not improved on %.4f for %d evaluations; "
                                 "stopping early",
                                 self.step,
-                                c.train.best_metric,
+                                t.best_metric,
                                 self.early["best"],
                                 self.early["since"],
                             )
                     self.writer.write(self.step, m)
                     last = m
-                    if bad >= c.train.max_bad_steps:
+                    if bad >= t.max_bad_steps:
                         self.ckpt.wait()
                         raise TrainingError(
                             f"{bad} RL steps in a row had only rejected (non-finite or "
@@ -756,7 +730,7 @@ class Trainer:
                             f"{self._last_good()})"
                         )
                     if not all_skipped and (
-                        self.step % c.train.save_every == 0
+                        self.step % t.save_every == 0
                         or self.step == self.total_steps
                         or self.early["stopped"]
                     ):

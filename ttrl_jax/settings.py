@@ -1,0 +1,170 @@
+"""Typed, frozen settings of the trainer's stages, read from a run config in one place.
+
+`ttrl_jax.config` holds what a user sets (an ``ml_collections.ConfigDict``, validated
+there); `TrainerSettings.from_config` turns the part each stage of one RL step reads
+into small frozen dataclasses, so a stage's code names the values it depends on
+(``self.s.rollout.temperature``) and a config typo or later mutation cannot reach it
+mid-run. Derived values are decided here once: e.g. SRT trains on all M votes, so its
+``n_train`` is ``n_votes`` whatever ``rollout.n_train`` says.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import ml_collections
+
+from ttrl_jax.update.train_step import LossConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutSettings:
+    """Stage 1: B prompts (left-padded to a multiple of ``prompt_bucket``) x M samples."""
+
+    prompts_per_step: int  # B
+    prompt_bucket: int
+    n_votes: int  # M, samples per prompt (all of them vote)
+    n_train: int  # N <= M, samples per prompt in the update
+    temperature: float
+    top_p: float
+    top_k: int
+    max_new_tokens: int  # T
+    head_dtype: str | None  # the sampler's LM-head dtype (None: the model's)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreSettings:
+    """Stage 2: how completions become rewards (`ttrl_jax.rewards.consensus.score`)."""
+
+    mode: str  # ttrl | srt | offline | ground_truth | ...
+    task: str
+    clustering: str
+    threshold: float  # majority ratio below which a prompt gets no label (0: off)
+    soft: bool
+    keep_fraction: float
+    below_threshold: str  # "drop" the unlabelled prompts, or "keep" them with reward 0
+
+
+@dataclasses.dataclass(frozen=True)
+class UpdateSettings:
+    """Stages 3-5: batch building, log-prob recomputation, advantages and the update."""
+
+    advantage: str  # verl's advantage estimator name (grpo, rloo, ...)
+    old_logprobs: str  # "recompute" (trainer's forward) or the sampler's
+    kl_coef: float
+    kl_in_reward: bool
+    kl_type: str  # verl's KL estimator name (k1, k2, k3, ...)
+    kl_clamp: float | None
+    entropy_coef: float
+    updates_per_step: int
+    drop_uniform_groups: bool
+    log_step_kl: bool  # measure KL(pi_old || pi_new) per step even with the guard off
+
+    @property
+    def need_ref(self) -> bool:
+        """A KL term (in the loss or in the reward) needs the reference policy."""
+        return self.kl_coef > 0
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopSettings:
+    """The loop around the step: keys, evaluation, checkpoints, early stopping."""
+
+    seed: int
+    eval_every: int
+    save_every: int
+    best_metric: str
+    early_stop_patience: int
+    early_stop_min_delta: float
+    max_bad_steps: int
+    progress: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerSettings:
+    rollout: RolloutSettings
+    score: ScoreSettings
+    update: UpdateSettings
+    loop: LoopSettings
+    loss: LossConfig  # the jitted update's static settings (`train_step.LossConfig`)
+    trust_region: dict | None  # `guard.TrustRegion` kwargs; None: the guard is off
+
+    @classmethod
+    def from_config(cls, c: ml_collections.ConfigDict) -> TrainerSettings:
+        """The stages' settings of a validated run config."""
+        r, w, a, t = c.rollout, c.reward, c.algo, c.train
+        n_train = r.n_train or r.n_votes
+        if w.mode == "srt":
+            n_train = r.n_votes  # SRT trains on its votes
+        g = c.guard
+        return cls(
+            loss=LossConfig(
+                clip_eps_low=a.clip_eps_low,
+                clip_eps_high=a.clip_eps_high,
+                dual_clip_c=a.dual_clip or None,
+                kl_as_loss=a.kl_coef > 0 and not a.kl_in_reward,
+                kl_type=a.kl_type,
+                kl_clamp=a.kl_clamp or None,
+                agg_mode=a.loss_agg,
+                loss_scale_factor=a.loss_scale_factor or None,
+                use_entropy=a.entropy_coef > 0,
+                num_minibatches=a.updates_per_step,
+                micro_batch_size=a.micro_batch_size,
+                remat=c.model.remat,
+                head_dtype=c.model.head_dtype,
+                # the training batch holds each prompt's N samples as consecutive rows
+                prompt_group=n_train if c.model.shared_prompt_forward else 1,
+                max_update_ratio=g.max_update_ratio,
+            ),
+            trust_region=(
+                {
+                    "target": g.step_kl_target,
+                    "max_factor": g.max_factor,
+                    "max_backtracks": g.max_backtracks,
+                }
+                if g.step_kl_target > 0
+                else None
+            ),
+            rollout=RolloutSettings(
+                prompts_per_step=c.data.prompts_per_step,
+                prompt_bucket=c.data.prompt_bucket,
+                n_votes=r.n_votes,
+                n_train=n_train,
+                temperature=r.temperature,
+                top_p=r.top_p,
+                top_k=r.top_k,
+                max_new_tokens=r.max_new_tokens,
+                head_dtype=(r.head_dtype or c.model.head_dtype) or None,
+            ),
+            score=ScoreSettings(
+                mode=w.mode,
+                task=w.task,
+                clustering=w.clustering,
+                threshold=w.threshold,
+                soft=w.soft,
+                keep_fraction=w.keep_fraction,
+                below_threshold=w.below_threshold,
+            ),
+            update=UpdateSettings(
+                advantage=a.advantage,
+                old_logprobs=a.old_logprobs,
+                kl_coef=a.kl_coef,
+                kl_in_reward=a.kl_in_reward,
+                kl_type=a.kl_type,
+                kl_clamp=a.kl_clamp or None,
+                entropy_coef=a.entropy_coef,
+                updates_per_step=a.updates_per_step,
+                drop_uniform_groups=a.drop_uniform_groups,
+                log_step_kl=c.guard.log_step_kl,
+            ),
+            loop=LoopSettings(
+                seed=c.seed,
+                eval_every=t.eval_every,
+                save_every=t.save_every,
+                best_metric=t.best_metric,
+                early_stop_patience=t.early_stop_patience,
+                early_stop_min_delta=t.early_stop_min_delta,
+                max_bad_steps=t.max_bad_steps,
+                progress=t.progress,
+            ),
+        )
