@@ -105,6 +105,10 @@ def default_config() -> ml_collections.ConfigDict:
     # every estimator to [-c, c]
     c.algo.kl_clamp = 0.0
     c.algo.kl_in_reward = False  # SRT: KL penalty in the reward instead of the loss
+    # with kl_in_reward: False is verl's use_kl_in_reward (the estimator on r - beta KL);
+    # True is OpenRLHF's reward-to-go (shape the outcome rewards per group, then
+    # A_t = r' [t = last] - beta sum_{s >= t} KL_s); rl.kl_in_reward_advantages
+    c.algo.kl_reward_to_go = False
     c.algo.entropy_coef = 0.0
     c.algo.loss_agg = "token-mean"  # one of rl.AGG_MODES (verl's loss_agg_mode names)
     # the constant C of the *-norm loss_agg modes (verl's loss_scale_factor); 0: the
@@ -222,6 +226,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
         f"one of {sorted(rl.ADVANTAGE_ESTIMATORS)}",
     )
     _check(c.algo.kl_type in rl.KL_TYPES, "algo.kl_type", f"one of {rl.KL_TYPES}")
+    _check(
+        c.algo.kl_in_reward or not c.algo.kl_reward_to_go,
+        "algo.kl_reward_to_go",
+        "needs algo.kl_in_reward=True",
+    )
     _check(c.algo.kl_clamp >= 0, "algo.kl_clamp", "must be >= 0 (0: verl's, low_var_kl at 10)")
     _check(c.algo.loss_agg in rl.AGG_MODES, "algo.loss_agg", f"one of {rl.AGG_MODES}")
     _check(c.algo.loss_scale_factor >= 0, "algo.loss_scale_factor", "must be >= 0 (0: T)")

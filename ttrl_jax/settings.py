@@ -53,6 +53,7 @@ class UpdateSettings:
     old_logprobs: str  # "recompute" (trainer's forward) or the sampler's
     kl_coef: float
     kl_in_reward: bool
+    kl_reward_to_go: bool  # OpenRLHF's returns-to-go instead of verl's use_kl_in_reward
     kl_type: str  # verl's KL estimator name (k1, k2, k3, ...)
     kl_clamp: float | None
     entropy_coef: float
@@ -150,6 +151,7 @@ class TrainerSettings:
                 old_logprobs=a.old_logprobs,
                 kl_coef=a.kl_coef,
                 kl_in_reward=a.kl_in_reward,
+                kl_reward_to_go=a.kl_reward_to_go,
                 kl_type=a.kl_type,
                 kl_clamp=a.kl_clamp or None,
                 entropy_coef=a.entropy_coef,

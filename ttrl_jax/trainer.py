@@ -630,7 +630,9 @@ class Trainer:
             )
             batch.metrics["kl_in_reward"] = float((kl * mask3).sum() / batch.n_tokens)
             kl = kl * jnp.asarray(batch.labelled, kl.dtype)[:, None, None]  # unlabelled: no KL
-            adv = rl.kl_in_reward_advantages(u.advantage, r, kl, mask3, u.kl_coef, v)
+            adv = rl.kl_in_reward_advantages(
+                u.advantage, r, kl, mask3, u.kl_coef, v, reward_to_go=u.kl_reward_to_go
+            )
         else:
             if ref is not None:
                 arrays["ref_logprobs"] = ref
