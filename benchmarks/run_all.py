@@ -35,6 +35,7 @@ SCRIPTS = (
     "bench_rollout",
     "bench_rl_step",
     "bench_sampling_methods",
+    "bench_cpu_kernels",
     "bench_grading",
     "bench_scaling",
     "bench_mfu",
@@ -49,6 +50,7 @@ SMOKE_SECONDS = {
     "bench_grading": 23,
     "bench_mfu": 11,
     "bench_sampling_methods": 10,
+    "bench_cpu_kernels": 8,
     "project_costs": 3,
 }
 

@@ -307,7 +307,7 @@ def lm_loss(params, cfg: ModelConfig, tokens, loss_mask, key_mask):
     hidden, _ = tfm.forward(
         params, cfg, tokens[:, None], positions[:, None], key_mask=key_mask[:, None], unroll=True
     )
-    logits = tfm.logits_from_hidden(params, cfg, hidden[:, 0, :-1])  # [B, L-1, V]
+    logits = tfm.head_logits(hidden[:, 0, :-1], tfm.lm_head_weight(params, cfg))  # [B, L-1, V]
     logp = jax.nn.log_softmax(logits, axis=-1)
     target_logp = jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]  # [B, L-1]
     mask = loss_mask[:, 1:].astype(jnp.float32)

@@ -7,11 +7,12 @@ import shutil
 import jax
 import jax.numpy as jnp
 import numpy as np
+import oracles
 import pytest
+import tiny_models
 import torch
 from transformers import AutoModelForCausalLM
 
-import tiny_models
 from ttrl_jax import models, sharding
 from ttrl_jax.models import transformer as tfm
 from ttrl_jax.models.config import ConfigError, config_from_hf
@@ -100,7 +101,7 @@ def test_kv_cache_decode_matches_full_forward(qwen_dir):
             jnp.asarray(pos[:, None, t : t + 1]),
             t - p,
         )
-        z = np.asarray(tfm.logits_from_hidden(params, cfg, h))[:, 0, 0]
+        z = np.asarray(tfm.head_logits(h, tfm.lm_head_weight(params, cfg)))[:, 0, 0]
         rows = mask[:, t].astype(bool)
         assert np.abs(z - full[:, t])[rows].max() <= 1e-4, t
 
@@ -117,7 +118,7 @@ def test_token_logprobs_chunked_equals_full_softmax(llama_dir):
     )
     targets = np.roll(tokens, -1, axis=1)
     for temp in (1.0, 0.6):
-        lp, ent = tfm.token_logprobs(
+        lp, ent = oracles.token_logprobs(
             params,
             cfg,
             hidden[:, 0],
@@ -271,6 +272,7 @@ def test_bad_inputs_give_clear_errors(qwen_dir, tmp_path):
 
 def test_tokenizer_chat_template_and_stop_ids(tmp_path):
     from transformers import AutoTokenizer
+
     from ttrl_jax.data.padding import left_pad
     from ttrl_jax.models.tokenizer import load_tokenizer
 

@@ -4,6 +4,7 @@ early exit, sharding independence and compile-once behaviour (tiny random models
 import jax
 import jax.numpy as jnp
 import numpy as np
+import oracles
 import pytest
 import tiny_models
 from scipy import stats
@@ -50,11 +51,18 @@ def run(model, tokens, mask, key=0, m=M, **kw):
 
 
 def test_bucket_pad_and_eos_table():
-    assert [sampling.bucket(n) for n in (1, 16, 17, 100)] == [16, 16, 32, 128]
-    assert sampling.bucket(33, multiple=32) == 64
-    tok, mask = sampling.pad_prompts(np.ones((2, 3), np.int32), np.ones((2, 3), np.int32), 5, 9)
-    np.testing.assert_array_equal(tok[0], [9, 9, 1, 1, 1])
-    np.testing.assert_array_equal(mask[0], [0, 0, 1, 1, 1])
+    from ttrl_jax.data.padding import bucket_length, pad_left_to
+
+    pow2 = [bucket_length(n, rule="pow2", multiple=16) for n in (1, 16, 17, 100)]
+    assert pow2 == [16, 16, 32, 128]
+    assert bucket_length(33, multiple=32) == 64
+    for xp in (np, jnp):
+        ones = xp.ones((2, 3), np.int32)
+        tok, mask = pad_left_to(ones, ones, 5, 9)
+        np.testing.assert_array_equal(tok[0], [9, 9, 1, 1, 1])
+        np.testing.assert_array_equal(mask[0], [0, 0, 1, 1, 1])
+    with pytest.raises(ValueError, match="down to 2"):
+        pad_left_to(np.ones((2, 3)), np.ones((2, 3)), 2, 0)
     table = sampling.eos_table([[1], [2, 3]], 2)
     assert table.shape == (2, 8) and table[1, :3].tolist() == [2, 3, -1]
     assert sampling.eos_table((), 3).shape == (3, 8)
@@ -117,7 +125,7 @@ def _completion_hidden(model, tokens, mask, out):
 def _model_logprobs(model, tokens, mask, out, temperature):
     """The trainer's recomputation: one full forward over prompt + completion."""
     h, comp, comp_mask = _completion_hidden(model, tokens, mask, out)
-    lp = tfm.token_logprobs(
+    lp = oracles.token_logprobs(
         model.params(), model.config, h, jnp.asarray(comp), temperature=temperature
     )
     return np.where(comp_mask, np.asarray(lp), 0.0).reshape(B, M, T)

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import oracles
 import pytest
 
 from ttrl_jax import sharding
@@ -272,7 +273,7 @@ def test_fused_head_matches_autodiff_of_token_logprobs(tie):
     params, h, y, g, tau = _head_inputs(cfg, 5)
 
     def ref(p, h):
-        lp, ent = tfm.token_logprobs(p, cfg, h, y, tau, chunk=4, with_entropy=True)
+        lp, ent = oracles.token_logprobs(p, cfg, h, y, tau, chunk=4, with_entropy=True)
         return jnp.sum(g[0] * lp + g[1] * ent), (lp, ent)
 
     def fused(p, h):
@@ -298,7 +299,7 @@ def test_fused_head_bf16_operands():
 
     def ref(p, h):
         p = {**p, "embed": bf(p["embed"])}
-        lp, ent = tfm.token_logprobs(p, CFG, bf(h), y, tau, chunk=4, with_entropy=True)
+        lp, ent = oracles.token_logprobs(p, CFG, bf(h), y, tau, chunk=4, with_entropy=True)
         return jnp.sum(g[0] * lp + g[1] * ent), (lp, ent)
 
     def fused(p, h, dtype):
@@ -314,114 +315,6 @@ def test_fused_head_bf16_operands():
     assert g2[0]["embed"].dtype == jnp.float32
     for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
         np.testing.assert_allclose(a, b, rtol=3e-2, atol=3e-3 * float(jnp.max(jnp.abs(a))))
-
-
-def _plain_swiglu(n, w_gate, w_up, w_down):
-    return jnp.dot(jax.nn.silu(jnp.dot(n, w_gate)) * jnp.dot(n, w_up), w_down)
-
-
-@pytest.mark.parametrize("dtype,tol", [(jnp.float32, 1e-5), (jnp.bfloat16, 3e-2)])
-def test_swiglu_vjp_matches_autodiff(dtype, tol):
-    rng = np.random.RandomState(7)
-    n, wg, wu, wd, dy = (
-        jnp.asarray(rng.randn(*shape), dtype)
-        for shape in [(37, 16), (16, 24), (16, 24), (24, 16), (37, 16)]
-    )
-    y1, vjp1 = jax.vjp(tfm.swiglu, n, wg, wu, wd)
-    y2, vjp2 = jax.vjp(_plain_swiglu, n, wg, wu, wd)
-    np.testing.assert_allclose(np.float32(y1), np.float32(y2), rtol=tol, atol=tol)
-    for a, b in zip(vjp1(dy), vjp2(dy)):
-        assert a.dtype == b.dtype
-        scale = float(jnp.max(jnp.abs(b.astype(jnp.float32))))
-        np.testing.assert_allclose(np.float32(a), np.float32(b), rtol=tol, atol=tol * scale)
-
-
-def _plain_dense(x, w):
-    return tfm.mm("nd,df->nf", x, w)
-
-
-@pytest.mark.parametrize("dtype,tol", [(jnp.float32, 1e-5), (jnp.bfloat16, 1e-2)])
-def test_dense_vjp_matches_autodiff(dtype, tol):
-    """`dense` (its weight gradient from a materialised x^T for bf16 on the CPU) has the
-    value and VJP of the plain fp32-accumulated matmul, jitted as in training."""
-    rng = np.random.RandomState(3)
-    x, w, dy = (jnp.asarray(rng.randn(*s), dtype) for s in [(37, 16), (16, 24), (37, 24)])
-
-    @jax.jit
-    def both(x, w, dy):
-        y1, vjp1 = jax.vjp(tfm.dense, x, w)
-        y2, vjp2 = jax.vjp(_plain_dense, x, w)
-        return (y1, y2), vjp1(dy), vjp2(dy)
-
-    (y1, y2), g1, g2 = both(x, w, dy)
-    np.testing.assert_array_equal(np.float32(y1), np.float32(y2))
-    for a, b in zip(g1, g2):
-        assert a.dtype == b.dtype == dtype
-        scale = float(jnp.max(jnp.abs(b.astype(jnp.float32))))
-        np.testing.assert_allclose(np.float32(a), np.float32(b), rtol=tol, atol=tol * scale)
-    # the weight gradient itself, before the cast: fp32 sums of exact bf16 products
-    exact = np.float32(x).T @ np.float32(dy)
-    np.testing.assert_allclose(jax.jit(tfm.weight_grad)(x, dy), exact, rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("dtype,tol", [(jnp.float32, 1e-5), (jnp.bfloat16, 8e-3)])
-def test_bias_and_gain_vjps_match_autodiff(dtype, tol):
-    """`bias_add` and `gain_mul` (parameter gradients summed over the tokens in fp32)
-    have autodiff's values and gradients, for a bias over 1 and over 2 trailing axes."""
-    rng = np.random.RandomState(5)
-    x = jnp.asarray(rng.randn(3, 5, 7, 4, 6), dtype)
-    dy = jnp.asarray(rng.randn(3, 5, 7, 4, 6), dtype)
-    for fn, plain in [(tfm.bias_add, lambda x, b: x + b), (tfm.gain_mul, lambda x, g: g * x)]:
-        for shape in [(6,), (4, 6)]:
-            b = jnp.asarray(rng.randn(*shape), dtype)
-            y1, vjp1 = jax.jit(functools.partial(jax.vjp, fn))(x, b)
-            y2, vjp2 = jax.vjp(plain, x, b)
-            np.testing.assert_array_equal(np.float32(y1), np.float32(y2))
-            exact = np.float32(dy) * (1.0 if fn is tfm.bias_add else np.float32(x))
-            exact = exact.sum(axis=tuple(range(5 - len(shape))))
-            (dx1, db1), (dx2, db2) = vjp1(dy), vjp2(dy)
-            np.testing.assert_array_equal(np.float32(dx1), np.float32(dx2))
-            assert db1.dtype == db2.dtype == dtype and db1.shape == db2.shape == shape
-            # fp32 accumulation: within one final rounding of the exact sum (autodiff's
-            # bf16 sum is not: it is off by up to ~20 % here, so it is compared in fp32 only)
-            np.testing.assert_allclose(np.float32(db1), exact, rtol=tol)
-            if dtype == jnp.float32:
-                np.testing.assert_allclose(db1, db2, rtol=tol, atol=tol)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("remat", [False, True])
-def test_model_gradients_with_swiglu_vjp_match_autodiff(remat, monkeypatch):
-    """The whole model's gradient (left padding, scan or unrolled layers, remat) is
-    unchanged when the hand-written VJPs (the MLP's; and the projections' `dense`, the
-    biases' and norm gains' fp32 sums, which only bf16 on the CPU uses) are replaced by
-    autodiff; in fp32 and, jitted, in bf16."""
-    cfg = dataclasses.replace(CFG, num_layers=5)  # > UNROLL_MAX_LAYERS: scanned
-    for c in (CFG, cfg):
-        params = tfm.init_params(c, jax.random.key(3), std=0.2)
-        tokens = jax.random.randint(jax.random.key(4), (4, 12), 0, c.vocab_size)
-        mask = (jnp.arange(12)[None] >= jnp.array([0, 2, 5, 1])[:, None]).astype(jnp.int32)
-        w = jnp.linspace(-1.0, 2.0, 8)
-
-        def loss(p):
-            lp = ts.sequence_logprobs(p, c, tokens, mask, 8, 0.7, remat=remat)
-            return jnp.sum(lp * w)
-
-        g1 = jax.grad(loss)(params)
-        bf = jax.tree.map(lambda a: a.astype(jnp.bfloat16), params)
-        h1 = jax.jit(jax.grad(loss))(bf)
-        with monkeypatch.context() as m:
-            m.setattr(tfm, "swiglu", _plain_swiglu)
-            m.setattr(tfm, "dense", _plain_dense)
-            m.setattr(tfm, "bias_add", lambda x, b: x + b)
-            m.setattr(tfm, "gain_mul", lambda x, g: g * x)
-            g2 = jax.grad(loss)(params)
-            h2 = jax.jit(jax.grad(loss))(bf)
-        for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(b))))
-        for a, b in zip(jax.tree.leaves(h1), jax.tree.leaves(h2)):
-            a, b = np.float32(a), np.float32(b)
-            np.testing.assert_allclose(a, b, rtol=5e-2, atol=2e-2 * np.max(np.abs(b)))
 
 
 def _grouped_batch(b, g, p, t, vocab, seed=0):
@@ -566,18 +459,18 @@ def test_train_step_grad_in_forward_equals_the_autodiff_path(agg):
     }
     opt = ts.Plain(optax.sgd(1.0))
     out = []
-    for fused in (False, True):
-        loss = ts.LossConfig(
-            kl_as_loss=True,
-            use_entropy=True,
-            agg_mode=agg,
-            num_minibatches=2,
-            micro_batch_size=4,
-            prompt_group=4,
-            grad_in_forward=fused,
-        )
+    loss = ts.LossConfig(
+        kl_as_loss=True,
+        use_entropy=True,
+        agg_mode=agg,
+        num_minibatches=2,
+        micro_batch_size=4,
+        prompt_group=4,
+    )
+    for objective in (oracles.autodiff_objective, ts.fused_objective):
         p0 = jax.tree.map(jnp.copy, params)  # donated
-        out.append(ts.make_train_step(CFG, loss, opt)(p0, opt.init(p0), batch, HYPER))
+        step = ts.make_train_step(CFG, loss, opt, objective=objective)
+        out.append(step(p0, opt.init(p0), batch, HYPER))
     (p1, _, m1), (p2, _, m2) = out
     assert 0 < float(m1["clipfrac"]) < 1 and float(m1["entropy"]) > 0
     assert m1.keys() == m2.keys()

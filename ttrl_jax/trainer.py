@@ -50,7 +50,8 @@ from ttrl_jax.models import load_hf
 from ttrl_jax.models.tokenizer import load_tokenizer
 from ttrl_jax.rewards import answers as answers_lib
 from ttrl_jax.rewards import consensus, grading
-from ttrl_jax.rollout import sampling
+from ttrl_jax.rollout import generate, sampling
+from ttrl_jax.rollout.generate import RolloutSpec
 from ttrl_jax.settings import TrainerSettings
 from ttrl_jax.update import guard, rl
 from ttrl_jax.update import train_step as ts
@@ -151,6 +152,7 @@ def eval_settings(c: ml_collections.ConfigDict) -> evaluation.EvalSettings:
         task=c.reward.task,
         clustering=c.reward.clustering,
         seed=c.seed,
+        head_dtype=c.rollout.head_dtype or c.model.head_dtype,  # the sampler's, as in training
     )
 
 
@@ -407,22 +409,20 @@ class Trainer:
     ) -> sampling.Rollout:
         """M samples per prompt with the current (or given) params: ``[B, M, T]``."""
         r = self.s.rollout
-        sp = sampling.sampling_params(r.temperature, r.top_p, r.top_k)
-        tokens, mask = sharding.shard_batch((tokens, mask), self.mesh)
-        return sampling.sample(
+        spec = RolloutSpec(
+            r.n_votes, r.max_new_tokens, r.temperature, r.top_p, r.top_k, r.head_dtype
+        )
+        return generate.rollout(
             self.params if params is None else params,
             self.cfg,
             tokens,
             mask,
             key,
-            num_samples=r.n_votes,
-            max_new_tokens=r.max_new_tokens,
-            sampling=sp,
+            spec,
             eos_ids=self.tok.eos_ids,
             pad_id=self.tok.pad_id,
-            max_len=r.max_new_tokens,
-            prompt_len=tokens.shape[1],
-            head_dtype=r.head_dtype,
+            mesh=self.mesh,
+            prompt_len=tokens.shape[1],  # already bucketed by data.prompt_bucket
         )
 
     def train_one_step(self) -> dict:

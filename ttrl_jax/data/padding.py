@@ -99,3 +99,17 @@ def left_pad(
         tokens[row, length - len(ids) :] = ids
         mask[row, length - len(ids) :] = 1
     return tokens, mask
+
+
+def pad_left_to(tokens, mask, length: int, pad_id: int):
+    """Left-pads already padded ``[B, P]`` tokens and mask to ``[B, length]`` (numpy or
+    jax arrays; padding columns get ``pad_id`` and mask 0)."""
+    p = tokens.shape[1]
+    if length < p:
+        raise ValueError(f"cannot pad {p} prompt columns down to {length}")
+    widths = ((0, 0), (length - p, 0))
+    if isinstance(tokens, np.ndarray):
+        return np.pad(tokens, widths, constant_values=pad_id), np.pad(mask, widths)
+    import jax.numpy as jnp  # only for device arrays: the data package stays numpy-only
+
+    return jnp.pad(tokens, widths, constant_values=pad_id), jnp.pad(mask, widths)

@@ -28,7 +28,8 @@ from ttrl_jax.models import Transformer, load_hf
 from ttrl_jax.models.tokenizer import TokenizerInfo, load_tokenizer
 from ttrl_jax.rewards import answers as answers_lib
 from ttrl_jax.rewards import consensus, voting
-from ttrl_jax.rollout import sampling
+from ttrl_jax.rollout import generate
+from ttrl_jax.rollout.generate import RolloutSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +50,7 @@ class EvalSettings:
     task: str = "math"
     clustering: str = "semantic"
     seed: int = 0
+    head_dtype: str = ""  # the sampler's LM-head operand dtype ("": the params')
 
 
 def find_checkpoint_dir(path: str) -> str | None:
@@ -120,8 +122,13 @@ def _generate(
 ):
     """Texts ``[B][n]`` for all prompts, in batches of ``prompts_per_batch``."""
     params, cfg = model.params(), model.config
-    sp = sampling.sampling_params(
-        temperature, settings.top_p if temperature > 0 else 1.0, settings.top_k
+    spec = RolloutSpec(
+        n,
+        settings.max_new_tokens,
+        temperature,
+        settings.top_p if temperature > 0 else 1.0,
+        settings.top_k,
+        settings.head_dtype or None,
     )
     texts: list[list[str]] = []
     bsz = settings.prompts_per_batch
@@ -130,20 +137,16 @@ def _generate(
         real = len(chunk)
         chunk += [chunk[-1]] * (bsz - real)  # static batch shape: repeat the last prompt
         tokens, mask = left_pad(chunk, tok.pad_id, multiple=settings.prompt_bucket)
-        if mesh is not None:
-            tokens, mask = sharding.shard_batch((tokens, mask), mesh)
-        out = sampling.sample(
+        out = generate.rollout(
             params,
             cfg,
             tokens,
             mask,
             jax.random.fold_in(key, start),
-            num_samples=n,
-            max_new_tokens=settings.max_new_tokens,
-            sampling=sp,
+            spec,
             eos_ids=tok.eos_ids,
             pad_id=tok.pad_id,
-            max_len=settings.max_new_tokens,
+            mesh=mesh,
         )
         toks, lens = sharding.to_host((out.tokens, out.lengths))  # whole on every host
         toks, lens = toks[:real], lens[:real]

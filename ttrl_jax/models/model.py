@@ -79,4 +79,4 @@ def _logits(params, cfg, tokens, mask):
     hidden, _ = tfm.forward(
         params, cfg, tokens[:, None], positions[:, None], key_mask=mask[:, None].astype(bool)
     )
-    return tfm.logits_from_hidden(params, cfg, hidden[:, 0])  # [B, L, V]
+    return tfm.head_logits(hidden[:, 0], tfm.lm_head_weight(params, cfg))  # [B, L, V]

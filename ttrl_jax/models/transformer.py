@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ttrl_jax import sharding
+from ttrl_jax.models import cpu_kernels
 from ttrl_jax.models.config import ModelConfig
 
 Params = dict[str, Any]
@@ -115,64 +116,35 @@ def init_params(cfg: ModelConfig, key: jax.Array, dtype=jnp.float32, std: float 
     return jax.tree.unflatten(treedef, leaves)
 
 
-def _bf16_on_cpu(x: jax.Array) -> bool:
-    """True for low-precision activations on XLA CPU, where the VJPs below differ from
-    autodiff (in speed, and in the last bits of the sums); fp32 and GPUs / TPUs keep
-    plain autodiff, bit for bit."""
-    return jnp.dtype(x.dtype).itemsize < 4 and jax.default_backend() == "cpu"
+def mm(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
+    """``einsum(spec, a, b)`` accumulated in fp32, returned in ``a``'s dtype."""
+    return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32).astype(a.dtype)
 
 
-def _sum_leading(t: jax.Array, shape: tuple) -> jax.Array:
-    """``t`` summed over its leading axes down to its trailing ``shape``, in fp32."""
-    return jnp.sum(t.astype(jnp.float32), axis=tuple(range(t.ndim - len(shape))))
+def _swiglu(n, w_gate, w_up, w_down):
+    """``(silu(n W_g) * (n W_u)) W_d`` for row-major tokens ``n [N, D]`` -> ``[N, D]``."""
+    return mm(
+        "nf,fd->nd", jax.nn.silu(mm("nd,df->nf", n, w_gate)) * mm("nd,df->nf", n, w_up), w_down
+    )
 
 
-def bias_add(x: jax.Array, b: jax.Array) -> jax.Array:
-    """``x + b``, ``b`` broadcast over the leading axes of ``x``.
-
-    With bf16 on the CPU its VJP sums ``db = sum(dy)`` over the leading axes in fp32
-    (`_bias_add`): autodiff sums a bf16 cotangent in bf16, which XLA CPU rewrites into a
-    strided tree reduction (5.3 vs 0.13 ms for an 8192 x 256 bias gradient)."""
-    return _bias_add(x, b) if _bf16_on_cpu(x) else x + b
-
-
-@jax.custom_vjp
-def _bias_add(x, b):
-    return x + b
-
-
-_bias_add.defvjp(
-    lambda x, b: (x + b, b),
-    lambda b, dy: (dy, _sum_leading(dy, b.shape).astype(b.dtype)),
+# the block's operations as plain math; `ops_for` swaps in XLA CPU kernels where they pay
+PLAIN = cpu_kernels.Ops(
+    bias_add=lambda x, b: x + b, gain_mul=lambda x, g: g * x, project=mm, swiglu=_swiglu
 )
 
 
-def gain_mul(x: jax.Array, g: jax.Array) -> jax.Array:
-    """``g * x``, ``g`` broadcast over the leading axes of ``x``; with bf16 on the CPU its
-    VJP (``dx = dy g``, ``dg = sum(dy x)``) sums over the leading axes in fp32, as
-    `bias_add` does."""
-    return _gain_mul(x, g) if _bf16_on_cpu(x) else g * x
-
-
-@jax.custom_vjp
-def _gain_mul(x, g):
-    return g * x
-
-
-def _gain_mul_bwd(res, dy):
-    x, g = res
-    dg = _sum_leading(dy.astype(jnp.float32) * x.astype(jnp.float32), g.shape)
-    return (dy * g).astype(x.dtype), dg.astype(g.dtype)
-
-
-_gain_mul.defvjp(lambda x, g: (g * x, (x, g)), _gain_mul_bwd)
+def ops_for(dtype) -> cpu_kernels.Ops:
+    """The operations for activations of ``dtype`` (`cpu_kernels.select`, the one place
+    that chooses between the plain math and the CPU kernels)."""
+    return cpu_kernels.select(dtype, PLAIN)
 
 
 def rms_norm(x: jax.Array, gain: jax.Array, eps: float) -> jax.Array:
     """gain * x / sqrt(mean(x^2) + eps), statistics in fp32, result in x.dtype."""
     x32 = x.astype(jnp.float32)
     normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
-    return gain_mul(normed.astype(x.dtype), gain)
+    return ops_for(x.dtype).gain_mul(normed.astype(x.dtype), gain)
 
 
 def rope_inv_freq(cfg: ModelConfig) -> np.ndarray:
@@ -211,78 +183,6 @@ def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.A
     return x * cos + rotated * sin
 
 
-def mm(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
-    """``einsum(spec, a, b)`` accumulated in fp32, returned in ``a``'s dtype.
-
-    Same numbers as a plain einsum; the fp32 output is what lets XLA CPU run bf16 x bf16
-    dots in its native bf16 kernels (a dot with a bf16 output is upcast to an fp32 dot,
-    half the speed: measured 189 vs 407 GFLOP/s on 2048 x 768 x 2048).
-    """
-    return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32).astype(a.dtype)
-
-
-def _opaque_transpose(x: jax.Array) -> jax.Array:
-    """``x.T`` ``[D, N]`` of a 2-D ``x``, materialised inside a while loop (trip count 1
-    behind an optimisation barrier) that XLA's simplifier cannot see through."""
-    one = jax.lax.optimization_barrier(jnp.int32(1))
-    return jax.lax.fori_loop(0, one, lambda _, t: x.T, jnp.zeros(x.shape[::-1], x.dtype))
-
-
-def weight_grad(x: jax.Array, dy: jax.Array) -> jax.Array:
-    """``dW = x^T dy`` ``[D, F]`` in fp32 for row-major tokens ``x [N, D]``, ``dy [N, F]``.
-
-    Same numbers as ``x.T @ dy``. For low-precision operands on the CPU, x^T
-    is materialised first (`_opaque_transpose`): XLA CPU runs a contraction over the
-    lhs's leading axis as an fp32 dot even for bf16 operands, and folds a plain
-    transpose back into that form, so only an x^T it cannot trace back runs in the
-    native bf16 kernels (measured 277 vs 141 GFLOP/s at N, D, F = 8192, 256, 704 and 344
-    vs 180 at 2048, 768, 2048, the transpose included; fp32 gains nothing, so it keeps
-    the plain dot, as do GPUs and TPUs, whose compilers fuse the transpose).
-    """
-    if _bf16_on_cpu(x):
-        return jnp.dot(_opaque_transpose(x), dy, preferred_element_type=jnp.float32)
-    return jnp.dot(x.T, dy, preferred_element_type=jnp.float32)
-
-
-@jax.custom_vjp
-def dense(x: jax.Array, w: jax.Array) -> jax.Array:
-    """``y = x W`` ``[N, F]`` for row-major tokens ``x [N, D]`` and ``W [D, F]`` (`mm`).
-
-    VJP: ``dx = dy W^T`` and ``dW = x^T dy`` (`weight_grad`), both accumulated in fp32.
-    """
-    return mm("nd,df->nf", x, w)
-
-
-def _dense_fwd(x, w):
-    return dense(x, w), (x, w)
-
-
-def _dense_bwd(res, dy):
-    x, w = res
-    dx = jnp.einsum("nf,df->nd", dy, w, preferred_element_type=jnp.float32)
-    return dx.astype(x.dtype), weight_grad(x, dy.astype(x.dtype)).astype(w.dtype)
-
-
-dense.defvjp(_dense_fwd, _dense_bwd)
-
-
-def project(spec: str, x: jax.Array, w: jax.Array) -> jax.Array:
-    """``mm(spec, x, w)`` for a projection ``spec`` that contracts the last k axes of
-    ``x [..., I1..Ik]`` with the first k of ``w [I1..Ik, O...]`` -> ``[..., O...]``.
-
-    With bf16 on the CPU it runs as one `dense` on the flattened tokens, whose weight
-    gradient uses XLA CPU's native bf16 kernels; otherwise it is the plain einsum."""
-    if not _bf16_on_cpu(x):
-        return mm(spec, x, w)
-    ins, out = spec.split("->")
-    xs, ws = ins.split(",")
-    k = sum(c in ws and c not in out for c in xs)
-    lead, inner = x.shape[: x.ndim - k], x.shape[x.ndim - k :]
-    n_in = int(np.prod(inner))
-    y = dense(x.reshape(-1, n_in), w.reshape(n_in, -1))
-    return y.reshape(lead + w.shape[k:])
-
-
 def _attend(q, k, v, mask, prefix_k=None, prefix_v=None, prefix_mask=None):
     """Grouped-query attention over the group's own keys and an optional shared prefix.
 
@@ -315,61 +215,12 @@ def _attend(q, k, v, mask, prefix_k=None, prefix_v=None, prefix_mask=None):
     )
 
 
-def _swiglu_fwd(n, w_gate, w_up, w_down):
-    gate = mm("nd,df->nf", n, w_gate)  # [N, F]
-    up = mm("nd,df->nf", n, w_up)  # [N, F]
-    y = mm("nf,fd->nd", jax.nn.silu(gate) * up, w_down)  # [N, D]
-    return y, (n, gate, up, w_gate, w_up, w_down)
-
-
-@jax.custom_vjp
-def swiglu(n, w_gate, w_up, w_down):
-    """SwiGLU MLP on row-major tokens: ``y = (silu(n W_g) * (n W_u)) W_d``.
-
-    ``n [N, D]``, ``W_g, W_u [D, F]``, ``W_d [F, D]`` -> ``y [N, D]``. The VJP is written
-    out so that every gradient is a row-major 2-D matmul operand (autodiff of the
-    batched einsum form left XLA CPU writing d(gate) and d(up) transposed, strided and
-    slow). With ``g = n W_g``, ``u = n W_u``, ``s = sigmoid(g)``, ``a = g s = silu(g)``
-    and the cotangent ``dy``::
-
-        dh = dy W_d^T,                  dW_d = (a u)^T dy
-        dg = dh u s (1 + g (1 - s)),    du = dh a          (silu'(g) = s (1 + g (1 - s)))
-        dn = dg W_g^T + du W_u^T,       dW_g = n^T dg,     dW_u = n^T du
-
-    The elementwise part runs in fp32; ``n``, ``g`` and ``u`` are the saved residuals.
-    """
-    return _swiglu_fwd(n, w_gate, w_up, w_down)[0]
-
-
-def _swiglu_bwd(res, dy):
-    n, gate, up, w_gate, w_up, w_down = res
-    g, u = gate.astype(jnp.float32), up.astype(jnp.float32)
-    s = jax.nn.sigmoid(g)
-    a = g * s
-    dh = jnp.einsum("nd,fd->nf", dy, w_down, preferred_element_type=jnp.float32)  # [N, F]
-    d_down = weight_grad((a * u).astype(dy.dtype), dy)
-    dg = (dh * u * s * (1.0 + g * (1.0 - s))).astype(n.dtype)  # [N, F]
-    du = (dh * a).astype(n.dtype)
-    dn = jnp.einsum("nf,df->nd", dg, w_gate, preferred_element_type=jnp.float32) + jnp.einsum(
-        "nf,df->nd", du, w_up, preferred_element_type=jnp.float32
-    )  # [N, D]
-    d_gate = weight_grad(n, dg)  # [D, F]
-    d_up = weight_grad(n, du)
-    return (
-        dn.astype(n.dtype),
-        d_gate.astype(w_gate.dtype),
-        d_up.astype(w_up.dtype),
-        d_down.astype(w_down.dtype),
-    )
-
-
-swiglu.defvjp(_swiglu_fwd, _swiglu_bwd)
-
-
 def _block(cfg: ModelConfig, lp: Params, x, positions, inv_freq, attn_kv):
     """One decoder block. ``attn_kv(k, v) -> (k_all, v_all, mask, prefix, aux)``."""
     b, g, l, _ = x.shape
     kh, r, dh = cfg.num_kv_heads, cfg.num_heads // cfg.num_kv_heads, cfg.head_dim
+    ops = ops_for(x.dtype)
+    project, bias_add = ops.project, ops.bias_add
     n = rms_norm(x, lp["attn_norm"], cfg.rms_norm_eps)
     q = project("bgld,dhe->bglhe", n, lp["wq"])  # [B, G, L, H, Dh]
     k = project("bgld,dke->bglke", n, lp["wk"])  # [B, G, L, K, Dh]
@@ -394,7 +245,7 @@ def _block(cfg: ModelConfig, lp: Params, x, positions, inv_freq, attn_kv):
         )
     else:
         rows = n.reshape(-1, n.shape[-1])  # [N = B G L, D]
-        down = swiglu(rows, lp["w_gate"], lp["w_up"], lp["w_down"]).reshape(x.shape)
+        down = ops.swiglu(rows, lp["w_gate"], lp["w_up"], lp["w_down"]).reshape(x.shape)
     return x + down, aux
 
 
@@ -555,62 +406,22 @@ def lm_head_weight(params: Params, cfg: ModelConfig) -> jax.Array:
     return params["embed"].T if cfg.tie_word_embeddings else params["lm_head"]
 
 
-def logits_from_hidden(params: Params, cfg: ModelConfig, hidden: jax.Array) -> jax.Array:
-    """fp32 logits ``[..., V]`` = hidden ``[..., D]`` @ W_head (accumulated in fp32)."""
-    return jnp.einsum(
-        "...d,dv->...v", hidden, lm_head_weight(params, cfg), preferred_element_type=jnp.float32
-    )
+def head_logits(
+    hidden: jax.Array, w: jax.Array, dtype=None, vocab_major: bool = False
+) -> jax.Array:
+    """The LM head, in one place: fp32 logits ``[..., V]`` = hidden ``[..., D]`` @ W.
 
-
-def token_logprobs(
-    params: Params,
-    cfg: ModelConfig,
-    hidden: jax.Array,
-    targets: jax.Array,
-    temperature: float | jax.Array = 1.0,
-    chunk: int = 128,
-    with_entropy: bool = False,
-):
-    """Per-token log-probs of ``targets`` without materialising ``[B, T, V]`` logits.
-
-    log p(y_t) = z_t[y_t]/tau - logsumexp(z_t/tau),  z_t = W_head^T h_t (fp32);
-    entropy_t = logsumexp(z_t/tau) - sum_v softmax(z_t/tau)_v z_t[v]/tau.
-
-    Time is processed in chunks of ``chunk`` steps under `lax.map`; each chunk is
-    rematerialised in the backward pass, so peak memory is ``B * chunk * V`` floats.
-
-    Args:
-      hidden: ``[B, T, D]`` hidden states whose next token is ``targets``.
-      targets: ``[B, T]`` int32.
-      temperature: softmax temperature tau.
-      chunk: time steps per chunk.
-      with_entropy: also return per-token entropies.
-
-    Returns:
-      logprobs ``[B, T]`` fp32 (and entropies ``[B, T]`` if requested).
+    ``w`` is the head weight as ``[D, V]`` (`lm_head_weight`), or as ``[V, D]`` with
+    ``vocab_major`` (the fused LM-head pass keeps that layout: its backward accumulates
+    dW^T). ``dtype`` casts ``hidden`` (None: as it is; ``w`` is passed in the dtype it
+    should be used in); products are accumulated in fp32. The two layouts are two XLA
+    dot layouts, not one transposed into the other, so each caller's numerics stay
+    bit-for-bit what they were.
     """
-    b, t, d = hidden.shape
-    c = min(chunk, t)
-    pad = (-t) % c
-    h = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0))).reshape(b, -1, c, d).swapaxes(0, 1)
-    y = jnp.pad(targets, ((0, 0), (0, pad))).reshape(b, -1, c).swapaxes(0, 1)
-
-    @jax.checkpoint
-    def one(args):
-        hc, yc = args  # [B, c, D], [B, c]
-        z = logits_from_hidden(params, cfg, hc) / temperature  # [B, c, V]
-        lse = jax.nn.logsumexp(z, axis=-1)
-        lp = jnp.take_along_axis(z, yc[..., None], axis=-1)[..., 0] - lse
-        if not with_entropy:
-            return lp, jnp.zeros_like(lp)
-        ent = lse - jnp.sum(jax.nn.softmax(z, axis=-1) * z, axis=-1)
-        return lp, ent
-
-    lp, ent = jax.lax.map(one, (h, y))
-    lp = lp.swapaxes(0, 1).reshape(b, -1)[:, :t]
-    if not with_entropy:
-        return lp
-    return lp, ent.swapaxes(0, 1).reshape(b, -1)[:, :t]
+    if dtype is not None:
+        hidden = hidden.astype(dtype)
+    spec = "...d,vd->...v" if vocab_major else "...d,dv->...v"
+    return jnp.einsum(spec, hidden, w, preferred_element_type=jnp.float32)
 
 
 def positions_from_mask(mask: jax.Array) -> jax.Array:

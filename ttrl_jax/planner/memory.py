@@ -20,7 +20,7 @@ MLP width, V vocabulary, every array counted on one device::
     gradients           N_params (4 + b(param))    fp32 accumulator + one micro-batch's
     saved block inputs  L_m m L D b(param)         remat keeps one input per block
     one block backward  m L (H L (c_a + b) + c_f F b + c_h D 4)   fp32 attention scores
-    log-prob chunk      c_l m C V 4                `transformer.token_logprobs` chunks
+    log-prob chunk      c_l m C V 4                `lm_head.fused_token_logprobs` chunks
     fsdp gathers        (2 blocks + D V) b(param) / tensor
     rollout batch       S (8 L + 4 k T)            tokens, masks, log-probs, advantages
   log-probs (old / reference recomputation): the forward-only share of the above
@@ -123,7 +123,7 @@ class Plan:
       minibatches: optimizer updates per RL step [algo.updates_per_step].
       micro_batch: sequences per micro-batch, global; 0 = the whole mini-batch
         [algo.micro_batch_size]; also the chunk of the log-prob recomputation.
-      logprob_chunk: time steps per chunk of `transformer.token_logprobs`.
+      logprob_chunk: time steps per chunk of `lm_head.fused_token_logprobs`.
       unstack_layers: the decode loop slices the layer weights once (`sampling.decode`).
     """
 

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ttrl_jax import sharding
+from ttrl_jax.data.padding import bucket_length, pad_left_to
 from ttrl_jax.models import transformer as tfm
 from ttrl_jax.models.config import ModelConfig
 from ttrl_jax.rollout.token_sampling import SamplingParams, row_keys, sample_logits, sampling_params
@@ -41,11 +42,9 @@ __all__ = [
     "DecodeState",
     "Rollout",
     "SamplingParams",
-    "bucket",
     "decode",
     "default_cache_dtype",
     "eos_table",
-    "pad_prompts",
     "prefill",
     "row_keys",
     "sample",
@@ -92,26 +91,6 @@ class DecodeState(NamedTuple):
 
 
 # ------------------------------------------------------------------ host helpers
-
-
-def bucket(n: int, *, minimum: int = 16, multiple: int | None = None) -> int:
-    """Rounds a length up to its bucket: the next power of two >= max(n, minimum), or the
-    next multiple of ``multiple`` if given. Few buckets = few compiled programs."""
-    if n < 1:
-        raise ValueError(f"length must be >= 1, got {n}")
-    if multiple:
-        return -(-n // multiple) * multiple
-    return max(minimum, 1 << (n - 1).bit_length())
-
-
-def pad_prompts(tokens, mask, length: int, pad_id: int):
-    """Left-pads ``[B, P]`` prompts and mask to ``[B, length]`` (numpy or jax arrays)."""
-    p = tokens.shape[1]
-    if length < p:
-        raise ValueError(f"cannot pad {p} prompt columns down to {length}")
-    xp = np if isinstance(tokens, np.ndarray) else jnp
-    widths = ((0, 0), (length - p, 0))
-    return (xp.pad(tokens, widths, constant_values=pad_id), xp.pad(mask, widths))
 
 
 def eos_table(eos_ids, batch: int, multiple: int = 8) -> np.ndarray:
@@ -222,7 +201,7 @@ def _head(params: Params, cfg: ModelConfig, head_dtype) -> jax.Array:
 
 
 def head_logits(hidden: jax.Array, head: jax.Array) -> jax.Array:
-    """fp32 logits ``[..., V]`` = hidden ``[..., D]`` @ head ``[D, V]``, accumulated in fp32.
+    """fp32 logits ``[..., V]`` = hidden ``[..., D]`` @ head ``[D, V]`` (`tfm.head_logits`).
 
     The hidden state is cast to the head's dtype. With ``head_dtype=bfloat16`` and fp32
     params this is the usual "rollouts in bf16, training in fp32" split (vLLM in verl):
@@ -231,9 +210,7 @@ def head_logits(hidden: jax.Array, head: jax.Array) -> jax.Array:
     distribution is then the bf16-head one, so the trainer must recompute the old
     log-probs (``algo.old_logprobs=recompute``; the config enforces it).
     """
-    return jnp.einsum(
-        "...d,dv->...v", hidden.astype(head.dtype), head, preferred_element_type=jnp.float32
-    )
+    return tfm.head_logits(hidden, head, head.dtype)
 
 
 def default_cache_dtype(param_dtype) -> jnp.dtype:
@@ -451,8 +428,9 @@ def sample(
       sampling: `SamplingParams` (default: temperature 1, full vocabulary).
       eos_ids: stop ids shared by all rows, or one sequence per row (may be empty).
       pad_id: written after a sample's end.
-      max_len: T; default ``bucket(max_new_tokens)``.
-      prompt_len: pad P up to this (default ``bucket(P, minimum=32)``); P if P is larger.
+      max_len: T; default the power-of-two bucket of ``max_new_tokens`` (at least 16).
+      prompt_len: pad P up to this (default its power-of-two bucket, at least 32); P if
+        P is larger.
       unstack_layers: see `decode`.
       block: vocabulary block size of the exact two-stage draw.
       cache_dtype: KV-cache dtype (default: `default_cache_dtype`).
@@ -466,14 +444,14 @@ def sample(
         raise ValueError(
             f"need num_samples >= 1 and max_new_tokens >= 1, got {num_samples}, {max_new_tokens}"
         )
-    t = max_len or bucket(max_new_tokens)
+    t = max_len or bucket_length(max_new_tokens, rule="pow2", multiple=16)
     if max_new_tokens > t:
         raise ValueError(f"max_new_tokens={max_new_tokens} exceeds max_len={t}")
     if _host_readable(prompt_mask) and not np.all(np.asarray(prompt_mask[:, -1])):
         raise ValueError("prompts must be left-padded: the last column of prompt_mask must be 1")
-    width = max(p, prompt_len or bucket(p, minimum=32))
+    width = max(p, prompt_len or bucket_length(p, rule="pow2", multiple=32))
     if width != p:
-        prompt_tokens, prompt_mask = pad_prompts(prompt_tokens, prompt_mask, width, pad_id)
+        prompt_tokens, prompt_mask = pad_left_to(prompt_tokens, prompt_mask, width, pad_id)
     sampling = sampling_params() if sampling is None else sampling
     state = prefill(
         params,

@@ -2,7 +2,7 @@
 
 `sample_logits` draws one token per row of ``[R, V]`` logits from ``z = logits / tau`` and
 returns its log-probability under the temperature-scaled **full** softmax (what the
-trainer recomputes with `transformer.token_logprobs`), also under top-k / top-p::
+trainer recomputes with `lm_head.fused_token_logprobs`), also under top-k / top-p::
 
     p_i = exp(z_i - max z) / S,   S = sum_j exp(z_j - max z),   log p_y = z_y - max z - log S
 

@@ -33,7 +33,7 @@ def _head_logits(x, w, dtype):
 
     The temperature is applied inside the softmax passes (``z = r / tau``), never as a
     pass of its own over the ``[n, V]`` block."""
-    return jnp.einsum("nd,vd->nv", x.astype(dtype), w, preferred_element_type=jnp.float32)
+    return tfm.head_logits(x, w, dtype, vocab_major=True)
 
 
 def _softmax_stats(r, y, inv):

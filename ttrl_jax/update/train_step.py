@@ -66,10 +66,6 @@ class LossConfig:
     # (the N trained samples of a prompt): the prompt runs through the blocks once per
     # group (`transformer.forward_shared_prompt`); 1: every row on its own
     prompt_group: int = 1
-    # the LM head's gradient taken in its forward pass from the per-token loss
-    # (`fused_head_loss`: 3 head matmuls per token instead of 4); False: log-probs from
-    # `fused_token_logprobs` and the loss differentiated through its VJP (same gradient)
-    grad_in_forward: bool = True
 
 
 def make_schedule(
@@ -304,8 +300,71 @@ def _weighted_token_loss(lp, ent, aux, *, loss: LossConfig):
     return tok["weight"] * total
 
 
+def fused_objective(
+    p, m: dict, hyper: dict, *, cfg: ModelConfig, loss: LossConfig, resp_len: int, micro: int
+):
+    """One micro-batch's loss numerator and metric sums, ``(num, stats)``.
+
+    The LM head's gradient is taken in its forward pass from the per-token loss
+    (`fused_head_loss`: 3 head matmuls per token instead of the 4 of log-probs and then
+    their VJP); the blocks below it are differentiated by autodiff. ``m`` holds the
+    micro-batch's ``tokens [micro, L]``, ``attn_mask``, ``resp_mask [micro, T]``,
+    ``old_logprobs``, ``advantages`` (and ``ref_logprobs`` for a KL loss).
+    """
+    t = resp_len
+    scale = t if loss.loss_scale_factor is None else loss.loss_scale_factor
+    ref = m.get("ref_logprobs") if loss.kl_as_loss else None
+    coefs = {
+        "kl_coef": hyper["kl_coef"] if loss.kl_as_loss else 0.0,
+        "entropy_coef": hyper["entropy_coef"] if loss.use_entropy else 0.0,
+    }
+    group = math.gcd(loss.prompt_group, micro)
+    h = response_hidden(
+        p, cfg, m["tokens"], m["attn_mask"], t, remat=loss.remat, prompt_group=group
+    )  # [micro, T, D]
+    tok = {
+        "old_logprobs": m["old_logprobs"],
+        "advantages": m["advantages"],
+        "mask": m["resp_mask"],
+        "weight": rl.aggregate_weights(m["resp_mask"], loss.agg_mode, scale),
+    }
+    if ref is not None:
+        tok["ref_logprobs"] = ref
+    num, lp, ent = fused_head_loss(
+        p,
+        cfg,
+        h,
+        m["tokens"][:, -t:],
+        hyper["temperature"],
+        head_chunk_tokens(loss.logprob_chunk, micro),
+        loss.head_dtype,
+        functools.partial(_weighted_token_loss, loss=loss),
+        tok,
+        coefs,
+    )
+    _, stats = rl.token_losses(
+        lp,
+        m["old_logprobs"],
+        m["advantages"],
+        m["resp_mask"],
+        ref,
+        ent,
+        **_loss_kwargs(loss),
+        **coefs,
+    )
+    return num, stats
+
+
 def train_step(
-    params, opt_state, batch: dict, hyper: dict, *, cfg: ModelConfig, loss: LossConfig, opt
+    params,
+    opt_state,
+    batch: dict,
+    hyper: dict,
+    *,
+    cfg: ModelConfig,
+    loss: LossConfig,
+    opt,
+    objective=fused_objective,
 ):
     """One RL step's policy update (pure; jit it with `make_train_step`).
 
@@ -317,6 +376,9 @@ def train_step(
       hyper: traced scalars ``temperature``, ``kl_coef``, ``entropy_coef`` and, optionally,
         ``lr_scale`` (every update is applied at lr x lr_scale; the guard's trust region).
       cfg, loss, opt: static model config, loss settings and optimizer wrapper.
+      objective: ``(params, micro_batch, hyper, *, cfg, loss, resp_len, micro) -> (num,
+        stats)``, the micro-batch loss numerator to differentiate (`fused_objective`;
+        a research loss can be dropped in here).
 
     Returns:
       (params, opt_state, metrics) with metrics averaged over the mini-batches.
@@ -334,73 +396,7 @@ def train_step(
     data = jax.tree.map(lambda x: _split(x, n_mb, n_micro), batch)
 
     def micro_objective(p, m):
-        ref = m.get("ref_logprobs") if loss.kl_as_loss else None
-        coefs = {
-            "kl_coef": hyper["kl_coef"] if loss.kl_as_loss else 0.0,
-            "entropy_coef": hyper["entropy_coef"] if loss.use_entropy else 0.0,
-        }
-        group = math.gcd(loss.prompt_group, micro)
-        if not loss.grad_in_forward:
-            lp, ent = sequence_logprobs(
-                p,
-                cfg,
-                m["tokens"],
-                m["attn_mask"],
-                t,
-                hyper["temperature"],
-                chunk=loss.logprob_chunk,
-                with_entropy=True,
-                remat=loss.remat,
-                head_dtype=loss.head_dtype,
-                prompt_group=group,
-            )
-            num, _, stats = rl.policy_objective(
-                lp,
-                m["old_logprobs"],
-                m["advantages"],
-                m["resp_mask"],
-                ref_logprobs=ref,
-                entropies=ent,
-                agg_mode=loss.agg_mode,
-                loss_scale_factor=loss.loss_scale_factor,
-                **_loss_kwargs(loss),
-                **coefs,
-            )
-            return num, stats
-        h = response_hidden(
-            p, cfg, m["tokens"], m["attn_mask"], t, remat=loss.remat, prompt_group=group
-        )  # [micro, T, D]
-        tok = {
-            "old_logprobs": m["old_logprobs"],
-            "advantages": m["advantages"],
-            "mask": m["resp_mask"],
-            "weight": rl.aggregate_weights(m["resp_mask"], loss.agg_mode, scale),
-        }
-        if ref is not None:
-            tok["ref_logprobs"] = ref
-        num, lp, ent = fused_head_loss(
-            p,
-            cfg,
-            h,
-            m["tokens"][:, -t:],
-            hyper["temperature"],
-            head_chunk_tokens(loss.logprob_chunk, micro),
-            loss.head_dtype,
-            functools.partial(_weighted_token_loss, loss=loss),
-            tok,
-            coefs,
-        )
-        _, stats = rl.token_losses(
-            lp,
-            m["old_logprobs"],
-            m["advantages"],
-            m["resp_mask"],
-            ref,
-            ent,
-            **_loss_kwargs(loss),
-            **coefs,
-        )
-        return num, stats
+        return objective(p, m, hyper, cfg=cfg, loss=loss, resp_len=t, micro=micro)
 
     def minibatch(carry, mbatch):
         p, o = carry
@@ -457,9 +453,9 @@ def train_step(
     return params, opt_state, metrics
 
 
-def make_train_step(cfg: ModelConfig, loss: LossConfig, opt):
+def make_train_step(cfg: ModelConfig, loss: LossConfig, opt, objective=fused_objective):
     """`train_step` jitted with params and optimizer state donated."""
-    fn = functools.partial(train_step, cfg=cfg, loss=loss, opt=opt)
+    fn = functools.partial(train_step, cfg=cfg, loss=loss, opt=opt, objective=objective)
     return jax.jit(fn, donate_argnums=(0, 1))
 
 
