@@ -17,6 +17,13 @@ import ml_collections
 from ttrl_jax.update.train_step import LossConfig
 
 
+def _from(cls, section: ml_collections.ConfigDict, **derived):
+    """``cls`` with each field read from the config key of the same name in ``section``,
+    except those given in ``derived``."""
+    names = [f.name for f in dataclasses.fields(cls) if f.name not in derived]
+    return cls(**{n: section[n] for n in names}, **derived)
+
+
 @dataclasses.dataclass(frozen=True)
 class RolloutSettings:
     """Stage 1: B prompts (left-padded to a multiple of ``prompt_bucket``) x M samples."""
@@ -126,47 +133,15 @@ class TrainerSettings:
                 if g.step_kl_target > 0
                 else None
             ),
-            rollout=RolloutSettings(
+            rollout=_from(
+                RolloutSettings,
+                r,
                 prompts_per_step=c.data.prompts_per_step,
                 prompt_bucket=c.data.prompt_bucket,
-                n_votes=r.n_votes,
                 n_train=n_train,
-                temperature=r.temperature,
-                top_p=r.top_p,
-                top_k=r.top_k,
-                max_new_tokens=r.max_new_tokens,
                 head_dtype=(r.head_dtype or c.model.head_dtype) or None,
             ),
-            score=ScoreSettings(
-                mode=w.mode,
-                task=w.task,
-                clustering=w.clustering,
-                threshold=w.threshold,
-                soft=w.soft,
-                keep_fraction=w.keep_fraction,
-                below_threshold=w.below_threshold,
-            ),
-            update=UpdateSettings(
-                advantage=a.advantage,
-                old_logprobs=a.old_logprobs,
-                kl_coef=a.kl_coef,
-                kl_in_reward=a.kl_in_reward,
-                kl_reward_to_go=a.kl_reward_to_go,
-                kl_type=a.kl_type,
-                kl_clamp=a.kl_clamp or None,
-                entropy_coef=a.entropy_coef,
-                updates_per_step=a.updates_per_step,
-                drop_uniform_groups=a.drop_uniform_groups,
-                log_step_kl=c.guard.log_step_kl,
-            ),
-            loop=LoopSettings(
-                seed=c.seed,
-                eval_every=t.eval_every,
-                save_every=t.save_every,
-                best_metric=t.best_metric,
-                early_stop_patience=t.early_stop_patience,
-                early_stop_min_delta=t.early_stop_min_delta,
-                max_bad_steps=t.max_bad_steps,
-                progress=t.progress,
-            ),
+            score=_from(ScoreSettings, w),
+            update=_from(UpdateSettings, a, kl_clamp=a.kl_clamp or None, log_step_kl=g.log_step_kl),
+            loop=_from(LoopSettings, t, seed=c.seed),
         )

@@ -318,7 +318,13 @@ def token_losses(
 
     Each ``l_t`` depends on its own token's log-prob and entropy only, which is what lets
     the LM head take its gradient in the forward pass (`lm_head.fused_head_loss`).
-    Arguments as in `policy_objective`.
+
+    Args:
+        logprobs, old_logprobs, mask: ``[..., T]``.
+        advantages: broadcastable to ``[..., T]`` (see `broadcast_advantages`).
+        ref_logprobs, entropies: ``[..., T]`` or None.
+        clip_eps_low, clip_eps_high, dual_clip_c: the PPO clip (`ppo_clip_loss`).
+        kl_coef, kl_type, kl_clamp: the KL term (`kl_estimate`); entropy_coef: the bonus.
     """
     pg, pg_stats = ppo_clip_loss(
         logprobs, old_logprobs, advantages, mask, clip_eps_low, clip_eps_high, dual_clip_c
@@ -345,15 +351,9 @@ def policy_objective(
     ref_logprobs: Array | None = None,
     entropies: Array | None = None,
     *,
-    clip_eps_low: float = 0.2,
-    clip_eps_high: float | None = None,
-    dual_clip_c: float | None = 3.0,
-    kl_coef: float = 0.0,
-    kl_type: str = "low_var_kl",
-    kl_clamp: float | None = None,
-    entropy_coef: float = 0.0,
     agg_mode: str = "token-mean",
     loss_scale_factor: float | None = None,
+    **loss_kwargs,
 ) -> tuple[Array, Array, dict[str, tuple[Array, Array]]]:
     """The actor objective of one (micro-)batch, as an accumulable ratio.
 
@@ -365,9 +365,10 @@ def policy_objective(
     traced.
 
     Args:
-        logprobs, old_logprobs, mask: ``[..., T]``.
-        advantages: broadcastable to ``[..., T]`` (see `broadcast_advantages`).
-        ref_logprobs, entropies: ``[..., T]`` or None.
+        logprobs, old_logprobs, advantages, mask, ref_logprobs, entropies: as in
+            `token_losses`.
+        loss_kwargs: `token_losses`' keywords (clip_eps_low, clip_eps_high,
+            dual_clip_c, kl_coef, kl_type, kl_clamp, entropy_coef).
 
     Returns:
         ``(numerator, denominator, stats)``; each stat is a token-mean ``(sum, count)``
@@ -375,19 +376,7 @@ def policy_objective(
         ``ppo_kl``, ``approx_kl_k2``, ``ratio``, plus ``kl`` and ``entropy`` when given.
     """
     total, stats = token_losses(
-        logprobs,
-        old_logprobs,
-        advantages,
-        mask,
-        ref_logprobs,
-        entropies,
-        clip_eps_low=clip_eps_low,
-        clip_eps_high=clip_eps_high,
-        dual_clip_c=dual_clip_c,
-        kl_coef=kl_coef,
-        kl_type=kl_type,
-        kl_clamp=kl_clamp,
-        entropy_coef=entropy_coef,
+        logprobs, old_logprobs, advantages, mask, ref_logprobs, entropies, **loss_kwargs
     )
     num, den = aggregate(total, mask, agg_mode, loss_scale_factor)
     return num, den, stats

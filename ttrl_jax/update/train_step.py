@@ -7,7 +7,8 @@ P, response of T slots). The S sequences are cut into ``num_minibatches`` mini-b
 
     loss = sum_k num_k / D,     grad = sum_k grad(num_k) / D,     D = sum_k den_k
 
-where num comes from `rl.policy_objective` and D is `rl.aggregate`'s denominator of the
+where num is the micro-batch's aggregated loss (`fused_objective`: the per-token
+`rl.token_losses` weighted by `rl.aggregate_weights`) and D is `rl.aggregate`'s denominator of the
 whole mini-batch's mask; D depends only on the masks, so it is computed first and the
 accumulated gradient equals the whole mini-batch's gradient.
 
