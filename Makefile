@@ -3,7 +3,7 @@
 # make demo  -- run the built-in TTRL demo on the CPU
 # make demo-robustness -- TTRL on 5 pretraining seeds x 3 perturbed numerics: the rate
 # make demo-guard -- a collapsing TTRL config (lr 4.5e-4) without and with the guard
-# make demo-srt -- SRT's reward hacking on the same task, and four mitigations
+# make demo-srt -- SRT's reward hacking on the same task, and five mitigations
 # make bench -- run every benchmark (benchmarks/run_all.py; outputs in benchmarks/results/)
 # make bench-smoke -- every benchmark on a tiny config (CI: checks only that they run)
 PYTHON ?= python3

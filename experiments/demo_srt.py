@@ -23,6 +23,10 @@ read only for reporting), each with the same aggressive constant learning rate:
 * ``SRT + curriculum`` (``--curriculum``): trains only on the third of the test
   prompts that the frozen base model answers most consistently (one voting pass,
   ``data.curriculum_fraction``);
+* ``SRT + collapse guard`` (``--guard``): the library's label-free trust region
+  (`ttrl_jax.update.guard`, ``guard.step_kl_target`` as in ``make demo``): each
+  step's KL(pi_old || pi_new) is held near the target, a step above it is undone and
+  retried at half the lr scale;
 * ``RL with labels`` (``--labels_baseline``): ground-truth reward at the same learning
   rate, to show the lr alone does not cause the collapse.
 
@@ -57,6 +61,7 @@ def define_flags() -> None:
     flags.DEFINE_bool(
         "curriculum", True, "Also run SRT on the base model's most consistent third."
     )
+    flags.DEFINE_bool("guard", True, "Also run SRT under the collapse guard's trust region.")
     flags.DEFINE_bool("labels_baseline", False, "Also run RL with ground-truth labels.")
     flags.DEFINE_list(
         "seeds", [], "Rates instead: the whole demo on the bases of these pretraining seeds."
@@ -213,6 +218,7 @@ def run_demo_srt(
     settings: dict | None = None,
     base_dir: str = "",
     curriculum: bool = True,
+    guard: bool = True,
 ) -> dict:
     """The whole SRT demo; returns the numbers it printed (base models cached in
     ``base_dir``, default ``out``)."""
@@ -283,6 +289,9 @@ def run_demo_srt(
             "srt",
             {"data.curriculum_fraction": s["curriculum_fraction"]},
         )
+    if guard:
+        target = demo.SETTINGS["demo"]["guard_kl"]  # make demo's trust region
+        plans["SRT + collapse guard"] = ("srt", {"guard.step_kl_target": target})
     if labels_baseline:
         plans["RL with labels"] = ("ground_truth", {})
     print(
@@ -416,6 +425,7 @@ def main(argv):
             threshold=FLAGS.threshold,
             labels_baseline=FLAGS.labels_baseline,
             curriculum=FLAGS.curriculum,
+            guard=FLAGS.guard,
         )
         return 0
     run_demo_srt(
@@ -426,6 +436,7 @@ def main(argv):
         FLAGS.threshold,
         FLAGS.labels_baseline,
         curriculum=FLAGS.curriculum,
+        guard=FLAGS.guard,
     )
     return 0
 
