@@ -33,6 +33,7 @@ import common
 # Fixed order: the side-by-side comparisons first, then the scaling / cost tables.
 SCRIPTS = (
     "bench_rollout",
+    "bench_lengths",
     "bench_rl_step",
     "bench_sampling_methods",
     "bench_cpu_kernels",
@@ -46,6 +47,7 @@ SCRIPTS = (
 SMOKE_SECONDS = {
     "bench_rl_step": 51,
     "bench_rollout": 23,
+    "bench_lengths": 10,
     "bench_scaling": 28,
     "bench_grading": 23,
     "bench_mfu": 11,

@@ -264,6 +264,33 @@ def test_early_exit_and_per_row_eos(qwen, prompts):
     np.testing.assert_array_equal(short.tokens[..., :6], free.tokens[..., :6])
 
 
+def test_per_sample_length_limits_only_cut_each_sample(qwen, prompts):
+    """Per-sample limits (per-prompt budgets; the length-aware engine's workload): each
+    sample stops at its own limit or EOS, its tokens are the unlimited run's first ones
+    (randomness is keyed by sample and token index, not by who else is still running),
+    the loop ends with the longest limit, and limits all equal to the global one change
+    nothing."""
+    _, model = qwen
+    tokens, mask = prompts
+    free = run(model, tokens, mask, key=3)  # temperature 1: every token a random draw
+    limits = np.random.RandomState(4).randint(1, 12, (B, M)).astype(np.int32)
+    out = run(model, tokens, mask, key=3, row_limits=limits)
+    np.testing.assert_array_equal(out.lengths, limits)  # no EOS in this model's config
+    assert int(out.decode_steps) == limits.max() - 1 < T - 1
+    for b, m in np.ndindex(B, M):
+        n = limits[b, m]
+        np.testing.assert_array_equal(out.tokens[b, m, :n], free.tokens[b, m, :n])
+        np.testing.assert_array_equal(out.logprobs[b, m, :n], free.logprobs[b, m, :n])
+        assert (out.tokens[b, m, n:] == 0).all() and (out.logprobs[b, m, n:] == 0).all()
+    same = run(model, tokens, mask, key=3, row_limits=np.full((B, M), T, np.int32))
+    for a, c in zip(same, free):
+        np.testing.assert_array_equal(a, c)
+    with pytest.raises(ValueError, match="row_limits"):
+        run(model, tokens, mask, row_limits=np.zeros((B, M), np.int32))
+    with pytest.raises(ValueError, match="row_limits has shape"):
+        run(model, tokens, mask, row_limits=np.ones((B, M + 1), np.int32))
+
+
 def test_deterministic_given_seed(qwen, prompts):
     _, model = qwen
     tokens, mask = prompts

@@ -78,9 +78,10 @@ class DecodeState(NamedTuple):
     tokens: jax.Array  # [B, M, T] int32
     logprobs: jax.Array  # [B, M, T] f32
     lengths: jax.Array  # [B, M] int32
-    done: jax.Array  # [B, M] bool, emitted an EOS
+    done: jax.Array  # [B, M] bool, emitted an EOS or reached its row limit
     step: jax.Array  # [] int32, token columns filled so far
     limit: jax.Array  # [] int32, max token columns (<= T)
+    row_limit: jax.Array  # [B, M] int32, each sample's own length limit (<= limit)
     cache: dict  # {"k": L x [B, M, K, Dh, T], "v": L x [B, M, K, T, Dh]}
     prefix: dict  # {"k", "v"}: L x [B, K, P, Dh], "mask": [B, P] bool
     prompt_len: jax.Array  # [B] int32
@@ -244,6 +245,7 @@ def prefill(
     eos_ids: jax.Array,
     pad_id: jax.Array,
     max_new_tokens: jax.Array,
+    row_limit: jax.Array | None = None,
     *,
     num_samples: int,
     max_len: int,
@@ -262,6 +264,9 @@ def prefill(
       eos_ids: ``[B, E]`` int32 stop ids per row (-1 = unused slot), see `eos_table`.
       pad_id: ``[]`` int32 written after a sample ends.
       max_new_tokens: ``[]`` int32 length limit, ``1 <= max_new_tokens <= max_len``.
+      row_limit: ``[B, M]`` int32 per-sample length limits (clipped to
+        ``[1, max_new_tokens]``; None: ``max_new_tokens`` for every sample). A sample
+        stops at its EOS or its limit, whichever comes first.
       num_samples, max_len: M and T (static; T is a bucket).
       unroll: layer-scan unroll of the prefill forward.
       block: vocabulary block of the two-stage draw (see `sample_logits`).
@@ -313,13 +318,17 @@ def prefill(
             for _ in range(cfg.num_layers)
         ],
     }  # [B, M, K, T, Dh] per layer
+    limit = jnp.clip(max_new_tokens, 1, t).astype(jnp.int32)
+    row_limit = limit if row_limit is None else jnp.clip(row_limit, 1, limit)
+    row_limit = jnp.broadcast_to(row_limit, (b, m)).astype(jnp.int32)  # [B, M]
     return DecodeState(
         tokens=sharding.constrain(tokens, seq_axes),
         logprobs=sharding.constrain(logprobs, seq_axes),
         lengths=jnp.ones((b, m), jnp.int32),
-        done=_is_eos(tok, eos_ids),
+        done=_is_eos(tok, eos_ids) | (row_limit <= 1),
         step=jnp.int32(1),
-        limit=jnp.clip(max_new_tokens, 1, t).astype(jnp.int32),
+        limit=limit,
+        row_limit=row_limit,
         cache=cache,
         prefix=prefix,
         prompt_len=jnp.sum(mask, axis=-1, dtype=jnp.int32),
@@ -377,11 +386,12 @@ def decode(
         tok, logp = sample_logits(logits, row_keys(s.key, rows, s.step), s.sampling, block)
         tok = jnp.where(s.done, s.pad_id, tok.reshape(b, m))  # [B, M]
         logp = jnp.where(s.done, 0.0, logp.reshape(b, m))
+        lengths = s.lengths + (~s.done).astype(jnp.int32)  # [B, M]
         return s._replace(
             tokens=jax.lax.dynamic_update_slice_in_dim(s.tokens, tok[..., None], s.step, axis=2),
             logprobs=jax.lax.dynamic_update_slice_in_dim(s.logprobs, logp[..., None], s.step, 2),
-            lengths=s.lengths + (~s.done).astype(jnp.int32),
-            done=s.done | _is_eos(tok, s.eos_ids),
+            lengths=lengths,
+            done=s.done | _is_eos(tok, s.eos_ids) | (lengths >= s.row_limit),
             step=s.step + 1,
             cache=cache,
         )
@@ -414,6 +424,7 @@ def sample(
     block: int = 256,
     cache_dtype=None,
     head_dtype=None,
+    row_limits=None,
 ) -> Rollout:
     """Draws ``M = num_samples`` completions of every prompt (prefill once, then decode).
 
@@ -435,6 +446,9 @@ def sample(
       block: vocabulary block size of the exact two-stage draw.
       cache_dtype: KV-cache dtype (default: `default_cache_dtype`).
       head_dtype: LM-head operand dtype (default: the params'); see `head_logits`.
+      row_limits: optional ``[B, M]`` per-sample length limits in ``[1,
+        max_new_tokens]`` (per-prompt budgets); a sample's tokens do not depend on its
+        own or any other sample's limit, only where it stops.
 
     Returns:
       A `Rollout` with ``[B, M, T]`` tokens / log-probs and ``[B, M]`` lengths.
@@ -453,6 +467,12 @@ def sample(
     if width != p:
         prompt_tokens, prompt_mask = pad_left_to(prompt_tokens, prompt_mask, width, pad_id)
     sampling = sampling_params() if sampling is None else sampling
+    if row_limits is not None:
+        row_limits = np.asarray(row_limits, np.int32)
+        if row_limits.shape != (b, num_samples):
+            raise ValueError(f"row_limits has shape {row_limits.shape}, not {(b, num_samples)}")
+        if row_limits.min() < 1 or row_limits.max() > max_new_tokens:
+            raise ValueError(f"row_limits must lie in [1, max_new_tokens={max_new_tokens}]")
     state = prefill(
         params,
         cfg,
@@ -463,6 +483,7 @@ def sample(
         eos_table(eos_ids, b),
         np.int32(pad_id),
         np.int32(max_new_tokens),
+        row_limits,
         num_samples=num_samples,
         max_len=t,
         block=block,
