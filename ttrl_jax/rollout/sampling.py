@@ -127,6 +127,7 @@ def _decode_layers(
     cache: dict,
     w: jax.Array,
     prefix: dict,
+    attn_block: int = 0,
 ):
     """One new token per sample through every block (the math of `transformer._block`).
 
@@ -136,6 +137,10 @@ def _decode_layers(
     Prefix and own slots ``s <= w`` share one softmax, in fp32::
 
         o = (sum_p e_p v_p + sum_s e_s v_s) / (sum_p e_p + sum_s e_s),  e = exp(q.k/sqrt(Dh) - max)
+
+    With ``attn_block`` > 0 the own slots are read in blocks of that many, only the
+    ``w // attn_block + 1`` blocks holding slots ``<= w`` (`_own_attention_blocked`:
+    the same softmax, accumulated block by block), instead of all T every step.
 
     Args: ``tok``/``pos`` ``[B, M]`` tokens and positions, ``w`` the cache slot.
     Returns: final-normed hidden ``[B, M, D]`` and the updated cache.
@@ -164,18 +169,21 @@ def _decode_layers(
         cv = jax.lax.dynamic_update_slice(
             cache["v"][i], v[:, :, :, None].astype(cache["v"][i].dtype), (0, 0, 0, w, 0)
         )  # [B, M, K, T, Dh]
-        s_own = jnp.sum(q[..., None] * ck[:, :, :, None].astype(f32), axis=-2)  # [B, M, K, R, T]
-        s_own = jnp.where(own_ok, s_own, -jnp.inf)
         s_pre = jnp.einsum(
             "bmkrd,bkpd->bmkrp", q, prefix["k"][i], preferred_element_type=f32
         )  # [B, M, K, R, P]
         s_pre = jnp.where(pre_ok, s_pre, -jnp.inf)
-        top = jnp.maximum(jnp.max(s_own, axis=-1), jnp.max(s_pre, axis=-1))[..., None]
-        e_own, e_pre = jnp.exp(s_own - top), jnp.exp(s_pre - top)
-        den = jnp.sum(e_own, axis=-1) + jnp.sum(e_pre, axis=-1)  # [B, M, K, R]
-        o = jnp.sum(e_own[..., None] * cv[:, :, :, None].astype(f32), axis=-2) + jnp.einsum(
-            "bmkrp,bkpd->bmkrd", e_pre, prefix["v"][i], preferred_element_type=f32
-        )
+        if attn_block:
+            o, den = _own_attention_blocked(q, ck, cv, w, s_pre, prefix["v"][i], attn_block)
+        else:
+            s_own = jnp.sum(q[..., None] * ck[:, :, :, None].astype(f32), axis=-2)  # [B,M,K,R,T]
+            s_own = jnp.where(own_ok, s_own, -jnp.inf)
+            top = jnp.maximum(jnp.max(s_own, axis=-1), jnp.max(s_pre, axis=-1))[..., None]
+            e_own, e_pre = jnp.exp(s_own - top), jnp.exp(s_pre - top)
+            den = jnp.sum(e_own, axis=-1) + jnp.sum(e_pre, axis=-1)  # [B, M, K, R]
+            o = jnp.sum(e_own[..., None] * cv[:, :, :, None].astype(f32), axis=-2) + jnp.einsum(
+                "bmkrp,bkpd->bmkrd", e_pre, prefix["v"][i], preferred_element_type=f32
+            )
         o = (o / den[..., None]).astype(x.dtype).reshape(b, m, kh * r, dh)  # [B, M, H, Dh]
         o = tfm.mm("bmhe,hed->bmd", o, lp["wo"])
         x = x + (o + lp["bo"] if cfg.o_bias else o)
@@ -189,6 +197,51 @@ def _decode_layers(
         new_k.append(ck)
         new_v.append(cv)
     return tfm.rms_norm(x, params["final_norm"], cfg.rms_norm_eps), {"k": new_k, "v": new_v}
+
+
+def _own_attention_blocked(q, ck, cv, w, s_pre, prefix_v, blk: int):
+    """Unnormalised attention output and its softmax denominator over the prefix and the
+    own slots ``<= w``, reading only the live blocks of ``blk`` own slots (online softmax)::
+
+        start: mx = max_p s_p,  den = sum_p e^(s_p - mx),  acc = sum_p e^(s_p - mx) v_p
+        block j: mx' = max(mx, max_s s_s),  c = e^(mx - mx'),
+                 den = c den + sum_s e^(s_s - mx'),  acc = c acc + sum_s e^(s_s - mx') v_s
+
+    Args: ``q [B, M, K, R, Dh]`` (scaled, fp32), ``ck [B, M, K, Dh, T]``, ``cv [B, M, K, T,
+    Dh]``, ``s_pre [B, M, K, R, P]`` masked prefix scores, ``prefix_v [B, K, P, Dh]``.
+    Returns: ``(acc [B, M, K, R, Dh], den [B, M, K, R])``, fp32.
+    """
+    f32 = jnp.float32
+    mx = jnp.max(s_pre, axis=-1)  # finite: every prompt has a real last token
+    e_pre = jnp.exp(s_pre - mx[..., None])
+    den = jnp.sum(e_pre, axis=-1)
+    acc = jnp.einsum("bmkrp,bkpd->bmkrd", e_pre, prefix_v, preferred_element_type=f32)
+
+    def block(j, carry):
+        mx, den, acc = carry
+        kb = jax.lax.dynamic_slice_in_dim(ck, j * blk, blk, axis=4)  # [B, M, K, Dh, blk]
+        vb = jax.lax.dynamic_slice_in_dim(cv, j * blk, blk, axis=3)  # [B, M, K, blk, Dh]
+        s = jnp.sum(q[..., None] * kb[:, :, :, None].astype(f32), axis=-2)  # [B, M, K, R, blk]
+        s = jnp.where(j * blk + jnp.arange(blk) <= w, s, -jnp.inf)
+        top = jnp.maximum(mx, jnp.max(s, axis=-1))
+        c, e = jnp.exp(mx - top), jnp.exp(s - top[..., None])
+        den = c * den + jnp.sum(e, axis=-1)
+        acc = c[..., None] * acc + jnp.sum(e[..., None] * vb[:, :, :, None].astype(f32), axis=-2)
+        return top, den, acc
+
+    _, den, acc = jax.lax.fori_loop(0, w // blk + 1, block, (mx, den, acc))
+    return acc, den
+
+
+def attention_block_size(max_len: int, block: int | None = None) -> int:
+    """The decode loop's own-cache block (0: read all T slots every step). By default
+    blocks of 128 from T >= 512 on, where reading the unfilled slots dominates a step;
+    shorter rollouts keep the single full read (and its exact numbers)."""
+    if block is None:
+        block = 128 if max_len >= 512 else 0
+    if block and max_len % block:
+        raise ValueError(f"attention block {block} does not divide max_len {max_len}")
+    return block
 
 
 def _layer_params(params: Params, cfg: ModelConfig) -> list[Params]:
@@ -341,7 +394,7 @@ def prefill(
 
 @functools.partial(
     jax.jit,
-    static_argnames=("cfg", "unstack_layers", "block", "head_dtype"),
+    static_argnames=("cfg", "unstack_layers", "block", "head_dtype", "attn_block"),
     donate_argnames=("state",),
 )
 def decode(
@@ -352,6 +405,7 @@ def decode(
     unstack_layers: bool = True,
     block: int = 256,
     head_dtype=None,
+    attn_block: int | None = None,
 ) -> DecodeState:
     """Runs the decode `lax.while_loop` until every sample is done or the limit is hit.
 
@@ -363,11 +417,14 @@ def decode(
       unstack_layers: slice the stacked layer weights once before the loop (fast on CPU,
         one extra copy of the layer weights while decoding) instead of once per step.
       head_dtype: LM-head operand dtype, see `head_logits`.
+      attn_block: own-cache block of the attention reads (`attention_block_size`; None:
+        its default for this T, 0: every step reads all T slots).
 
     Returns:
       The final `DecodeState`; ``step - 1`` is the number of iterations run.
     """
-    b, m, _ = state.tokens.shape
+    b, m, t = state.tokens.shape
+    attn_block = attention_block_size(t, attn_block)
     rows = jnp.arange(b * m, dtype=jnp.uint32)
     head = _head(params, cfg, head_dtype)  # [D, V], cast once outside the loop
     outer = _layer_params(params, cfg) if unstack_layers else None
@@ -380,7 +437,9 @@ def decode(
         last = jax.lax.dynamic_index_in_dim(s.tokens, w, axis=2, keepdims=False)  # [B, M]
         pos = jnp.broadcast_to(s.prompt_len[:, None] + w, last.shape)
         layers = outer if unstack_layers else _layer_params(params, cfg)
-        hidden, cache = _decode_layers(params, layers, cfg, last, pos, s.cache, w, s.prefix)
+        hidden, cache = _decode_layers(
+            params, layers, cfg, last, pos, s.cache, w, s.prefix, attn_block
+        )
         logits = head_logits(hidden, head).reshape(b * m, -1)  # [B*M, V]
         logits = sharding.constrain(logits, ("batch", None))
         tok, logp = sample_logits(logits, row_keys(s.key, rows, s.step), s.sampling, block)
@@ -425,6 +484,7 @@ def sample(
     cache_dtype=None,
     head_dtype=None,
     row_limits=None,
+    attn_block: int | None = None,
 ) -> Rollout:
     """Draws ``M = num_samples`` completions of every prompt (prefill once, then decode).
 
@@ -449,6 +509,7 @@ def sample(
       row_limits: optional ``[B, M]`` per-sample length limits in ``[1,
         max_new_tokens]`` (per-prompt budgets); a sample's tokens do not depend on its
         own or any other sample's limit, only where it stops.
+      attn_block: own-cache block of the decode attention (see `decode`).
 
     Returns:
       A `Rollout` with ``[B, M, T]`` tokens / log-probs and ``[B, M]`` lengths.
@@ -497,5 +558,6 @@ def sample(
         unstack_layers=unstack_layers,
         block=block,
         head_dtype=head_dtype,
+        attn_block=attn_block,
     )
     return Rollout(state.tokens, state.logprobs, state.lengths, state.step - 1)
