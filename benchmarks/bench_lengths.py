@@ -12,9 +12,9 @@ each step costs B*M rows whether they are live or not), peak memory, and the sam
 static decoder at a fixed length of T_max with no limits (every slot useful) for the
 rate it reaches when nothing is wasted.
 
-Each workload runs with the own-cache attention reading all T_max slots every step and
-reading only the live blocks (`sampling.attention_block_size`, the default from T = 512
-on). Slot refill (the rest of the length-aware engine) is to be measured beside them.
+Each workload runs with the own-cache attention reading all T_max slots every step (the
+default) and reading only the live blocks of 128 slots (``attn_block``, opt-in). Slot
+refill (the rest of the length-aware engine) is to be measured beside them.
 
 Run: ``python benchmarks/bench_lengths.py [--smoke]``.
 """
@@ -91,7 +91,7 @@ def main() -> None:
         )
         return jax.block_until_ready(out)
 
-    blk = sampling.attention_block_size(t_max)
+    blk = sampling.attention_block_size(t_max, 128 if t_max >= 128 else 16)
     runs = (
         ("static, real lengths, full cache reads", limits, 0),
         (f"static, real lengths, live blocks of {blk}", limits, blk),

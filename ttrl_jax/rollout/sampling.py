@@ -234,11 +234,14 @@ def _own_attention_blocked(q, ck, cv, w, s_pre, prefix_v, blk: int):
 
 
 def attention_block_size(max_len: int, block: int | None = None) -> int:
-    """The decode loop's own-cache block (0: read all T slots every step). By default
-    blocks of 128 from T >= 512 on, where reading the unfilled slots dominates a step;
-    shorter rollouts keep the single full read (and its exact numbers)."""
+    """The decode loop's own-cache block (0: read all T slots every step, the default).
+
+    Blocked reads are opt-in: on the XLA CPU at T = 1024 with the 11M model (where the
+    LM head, not the KV reads, dominates a step) they measured 0.88-0.93x the full
+    read's speed (`benchmarks/bench_lengths.py`, BENCHMARKS.md); they are meant for
+    long T with large KV caches, where reading the unfilled slots dominates."""
     if block is None:
-        block = 128 if max_len >= 512 else 0
+        block = 0
     if block and max_len % block:
         raise ValueError(f"attention block {block} does not divide max_len {max_len}")
     return block
@@ -417,8 +420,8 @@ def decode(
       unstack_layers: slice the stacked layer weights once before the loop (fast on CPU,
         one extra copy of the layer weights while decoding) instead of once per step.
       head_dtype: LM-head operand dtype, see `head_logits`.
-      attn_block: own-cache block of the attention reads (`attention_block_size`; None:
-        its default for this T, 0: every step reads all T slots).
+      attn_block: own-cache block of the attention reads (`attention_block_size`; None
+        or 0: every step reads all T slots).
 
     Returns:
       The final `DecodeState`; ``step - 1`` is the number of iterations run.
