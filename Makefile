@@ -40,7 +40,7 @@ install: $(TEST_STAMP) $(BENCH_STAMP)
 
 # two xdist workers, a test file per worker (module fixtures build once)
 test: $(TEST_STAMP)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS) tests
 
 # the fast tier for a change-test loop: everything but the tests marked slow
 test-fast: $(TEST_STAMP)
