@@ -8,9 +8,10 @@ exceed T_max, which clips them there), passed to `sampling.sample` as per-sample
 decoder can honour identically. Printed: the length law's parameters, useful tokens/s
 (the sum of sample lengths over the wall time), slot-steps run against slot-steps
 useful (the static decoder keeps all B*M rows in the loop until the longest is done, so
-each step costs B*M rows whether they are live or not), peak memory, and the same
-static decoder at a fixed length of T_max with no limits (every slot useful) for the
-rate it reaches when nothing is wasted.
+each step costs B*M rows whether they are live or not), the process's peak RSS after
+each run (cumulative: one process runs every row, so a later row never reads lower),
+and the same static decoder at a fixed length of T_max with no limits (every slot
+useful) for the rate it reaches when nothing is wasted.
 
 Each workload runs with the own-cache attention reading all T_max slots every step (the
 default) and reading only the live blocks of 128 slots (``attn_block``, opt-in). Slot
@@ -128,7 +129,7 @@ def main() -> None:
             "slot-steps run",
             "slot-steps wasted",
             "wasted share",
-            "peak RSS GiB",
+            "process peak RSS GiB so far",
         ],
         rows,
     )

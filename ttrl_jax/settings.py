@@ -17,6 +17,12 @@ import ml_collections
 from ttrl_jax.update.train_step import LossConfig
 
 
+def sampler_head_dtype(c: ml_collections.ConfigDict) -> str | None:
+    """The sampler's LM-head dtype: ``rollout.head_dtype``, else the model's (None: the
+    params' own)."""
+    return (c.rollout.head_dtype or c.model.head_dtype) or None
+
+
 def _from(cls, section: ml_collections.ConfigDict, **derived):
     """``cls`` with each field read from the config key of the same name in ``section``,
     except those given in ``derived``."""
@@ -139,7 +145,7 @@ class TrainerSettings:
                 prompts_per_step=c.data.prompts_per_step,
                 prompt_bucket=c.data.prompt_bucket,
                 n_train=n_train,
-                head_dtype=(r.head_dtype or c.model.head_dtype) or None,
+                head_dtype=sampler_head_dtype(c),
             ),
             score=_from(ScoreSettings, w),
             update=_from(UpdateSettings, a, kl_clamp=a.kl_clamp or None, log_step_kl=g.log_step_kl),

@@ -52,7 +52,7 @@ from ttrl_jax.rewards import answers as answers_lib
 from ttrl_jax.rewards import consensus, grading
 from ttrl_jax.rollout import generate, sampling
 from ttrl_jax.rollout.generate import RolloutSpec
-from ttrl_jax.settings import TrainerSettings
+from ttrl_jax.settings import TrainerSettings, sampler_head_dtype
 from ttrl_jax.update import guard, rl
 from ttrl_jax.update import train_step as ts
 
@@ -152,7 +152,7 @@ def eval_settings(c: ml_collections.ConfigDict) -> evaluation.EvalSettings:
         task=c.reward.task,
         clustering=c.reward.clustering,
         seed=c.seed,
-        head_dtype=c.rollout.head_dtype or c.model.head_dtype,  # the sampler's, as in training
+        head_dtype=sampler_head_dtype(c) or "",  # the sampler's, as in training
     )
 
 
@@ -272,7 +272,6 @@ class Trainer:
         self.opt_state = jax.jit(
             self.opt.init, out_shardings=sharding.like_shardings(opt_shapes, params, self.mesh)
         )(params)
-        self.loss_cfg = s.loss
         self._train_step = ts.make_train_step(self.cfg, s.loss, self.opt)
         self._logprobs = ts.make_logprob_fn(
             self.cfg,
@@ -560,7 +559,7 @@ class Trainer:
         resp_tokens = np.take_along_axis(out.tokens, idx[..., None], axis=1)  # [B, N, T]
         lengths = np.take_along_axis(out.lengths, idx, axis=1)  # [B, N]
         b, n, t = resp_tokens.shape
-        if self.loss_cfg.prompt_group > 1 and n != self.loss_cfg.prompt_group:
+        if self.s.loss.prompt_group > 1 and n != self.s.loss.prompt_group:
             raise RuntimeError(f"{n} trained samples per prompt, expected {self.s.rollout.n_train}")
         live = np.arange(t)[None, None] < lengths[..., None]  # [B, N, T]
         # a prompt without a (pseudo-)label has reward 0 on every sample; "keep" (SRT)
@@ -621,7 +620,7 @@ class Trainer:
         }
         mask3 = jnp.asarray(batch.resp_mask)
         v, r = jnp.asarray(batch.valid), jnp.asarray(batch.rewards)
-        if ref is not None and not self.loss_cfg.kl_as_loss:
+        if ref is not None and not self.s.loss.kl_as_loss:
             kl = rl.kl_estimate(
                 jnp.asarray(old).reshape(b, n, t),
                 jnp.asarray(ref).reshape(b, n, t),

@@ -84,30 +84,32 @@ def _mode() -> str:
     return mode
 
 
+def _kernels_on() -> bool:
+    """Whether any CPU kernel may run: an XLA CPU backend (or ``TTRL_CPU_KERNELS=on``)."""
+    mode = _mode()
+    return mode == "on" or (mode == "auto" and jax.default_backend() == "cpu")
+
+
+def _bf16_kernels(dtype) -> bool:
+    """Whether the low-precision kernels run for activations of ``dtype``: low precision,
+    kernels on, and native bf16 dots here (or ``TTRL_CPU_KERNELS=on``)."""
+    if jnp.dtype(dtype).itemsize >= 4 or not _kernels_on():
+        return False
+    return _mode() == "on" or native_bf16_dots()
+
+
 def select(dtype, plain: Ops) -> Ops:
     """The operations a block with activations of ``dtype`` runs: ``plain`` (the model's
     own math) with the CPU kernels swapped in where they pay (see the module doc)."""
-    mode = _mode()
-    if mode == "off" or (mode == "auto" and jax.default_backend() != "cpu"):
+    if not _kernels_on():
         return plain
-    low_precision = jnp.dtype(dtype).itemsize < 4
-    bf16 = low_precision and (mode == "on" or native_bf16_dots())
+    bf16 = _bf16_kernels(dtype)
     return Ops(
         bias_add=bias_add if bf16 else plain.bias_add,
         gain_mul=gain_mul if bf16 else plain.gain_mul,
         project=project if bf16 else plain.project,
         swiglu=swiglu,
     )
-
-
-def _bf16_kernels(x: jax.Array) -> bool:
-    """Inside a kernel: whether its low-precision matmul forms apply (as `select`)."""
-    if jnp.dtype(x.dtype).itemsize >= 4:
-        return False
-    mode = _mode()
-    if mode == "off" or (mode == "auto" and jax.default_backend() != "cpu"):
-        return False
-    return mode == "on" or native_bf16_dots()
 
 
 def _mm(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
@@ -170,7 +172,7 @@ def weight_grad(x: jax.Array, dy: jax.Array) -> jax.Array:
     form; so with the bf16 kernels on, x^T is materialised first (`_opaque_transpose`)
     and the dot runs in the native bf16 kernels. fp32 keeps the plain dot.
     """
-    if _bf16_kernels(x):
+    if _bf16_kernels(x.dtype):
         return jnp.dot(_opaque_transpose(x), dy, preferred_element_type=jnp.float32)
     return jnp.dot(x.T, dy, preferred_element_type=jnp.float32)
 

@@ -234,14 +234,14 @@ def _own_attention_blocked(q, ck, cv, w, s_pre, prefix_v, blk: int):
 
 
 def attention_block_size(max_len: int, block: int | None = None) -> int:
-    """The decode loop's own-cache block (0: read all T slots every step, the default).
+    """The decode loop's own-cache block, checked against T (None or 0: read all T slots
+    every step, the default).
 
     Blocked reads are opt-in: on the XLA CPU at T = 1024 with the 11M model (where the
     LM head, not the KV reads, dominates a step) they measured 0.88-0.93x the full
     read's speed (`benchmarks/bench_lengths.py`, BENCHMARKS.md); they are meant for
     long T with large KV caches, where reading the unfilled slots dominates."""
-    if block is None:
-        block = 0
+    block = block or 0
     if block and max_len % block:
         raise ValueError(f"attention block {block} does not divide max_len {max_len}")
     return block
