@@ -73,6 +73,10 @@ def test_llama3_rope_scaling_changes_frequencies(llama_dir):
 
 
 def test_kv_cache_decode_matches_full_forward(qwen_dir):
+    """Prefill a prefix, then decode one token at a time through the same block with the
+    engine's cache attention (`engine.decode_layers`): the logits equal the full forward's."""
+    from ttrl_jax.rollout import engine
+
     model = models.load_hf(qwen_dir, dtype="float32")
     params, cfg = model.params(), model.config
     tokens, mask = batch(seed=1, lengths=(10, 6, 10))
@@ -88,20 +92,16 @@ def test_kv_cache_decode_matches_full_forward(qwen_dir):
         key_mask=jnp.asarray(mask[:, None, :p], bool),
         return_kv=True,
     )
-    prefix = {"k": kv["k"][:, :, 0], "v": kv["v"][:, :, 0], "mask": jnp.asarray(mask[:, :p], bool)}
-    shape = (cfg.num_layers, b, 1, n - p, cfg.num_kv_heads, cfg.head_dim)
-    cache = {"k": jnp.zeros(shape), "v": jnp.zeros(shape)}
-    step = jax.jit(
-        lambda c, t, q, i: tfm.forward(params, cfg, t, q, cache=c, write_index=i, prefix=prefix)
-    )
+    per_layer = lambda a: [jnp.swapaxes(a[i, :, 0], 1, 2) for i in range(cfg.num_layers)]
+    prefix = {"k": per_layer(kv["k"]), "v": per_layer(kv["v"])}
+    prefix["mask"] = jnp.asarray(mask[:, :p], bool)  # [B, P]
+    cache = engine.empty_cache(cfg, (b, 1), n - p, jnp.float32, ("batch", None))
+    layers = engine.layer_params(params, cfg)
+    step = jax.jit(lambda c, t, q, w: engine.decode_layers(params, layers, cfg, t, q, w, c, prefix))
     for t in range(p, n):
-        h, cache = step(
-            cache,
-            jnp.asarray(tokens[:, None, t : t + 1]),
-            jnp.asarray(pos[:, None, t : t + 1]),
-            t - p,
-        )
-        z = np.asarray(tfm.head_logits(h, tfm.lm_head_weight(params, cfg)))[:, 0, 0]
+        w = np.full((b, 1), t - p, np.int32)
+        h, cache = step(cache, jnp.asarray(tokens[:, t : t + 1]), jnp.asarray(pos[:, t : t + 1]), w)
+        z = np.asarray(tfm.head_logits(h, tfm.lm_head_weight(params, cfg)))[:, 0]
         rows = mask[:, t].astype(bool)
         assert np.abs(z - full[:, t])[rows].max() <= 1e-4, t
 

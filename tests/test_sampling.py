@@ -11,7 +11,7 @@ from scipy import stats
 
 from ttrl_jax import models, sharding
 from ttrl_jax.models import transformer as tfm
-from ttrl_jax.rollout import sampling
+from ttrl_jax.rollout import engine, sampling
 
 B, M, T = 4, 4, 16  # one compiled (prefill, decode) pair serves most tests
 LENGTHS = [5, 11, 8, 3]
@@ -30,6 +30,11 @@ def qwen(tmp_path_factory):
 @pytest.fixture(scope="module")
 def prompts():
     return tiny_models.left_padded_batch(np.random.RandomState(0), LENGTHS, 96)
+
+
+def run0(*args, **kw):
+    """`run` with the static decoder (``decode_slots=0``)."""
+    return run(*args, decode_slots=0, **kw)
 
 
 def run(model, tokens, mask, key=0, m=M, **kw):
@@ -80,13 +85,16 @@ def test_rejects_right_padding(qwen, prompts):
 # --------------------------------------------------------------------- parity
 
 
-def test_greedy_matches_transformers_generate(qwen, prompts):
+@pytest.mark.parametrize("slots", [0, 5])  # the static decoder; the engine with 5 of 16 slots
+def test_greedy_matches_transformers_generate(qwen, prompts, slots):
     import torch
     from transformers import AutoModelForCausalLM
 
     path, model = qwen
     tokens, mask = prompts
-    ours = run(model, tokens, mask, sampling=sampling.sampling_params(greedy=True))
+    ours = run(
+        model, tokens, mask, sampling=sampling.sampling_params(greedy=True), decode_slots=slots
+    )
     hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     with torch.no_grad():
         ref = hf.generate(
@@ -99,7 +107,8 @@ def test_greedy_matches_transformers_generate(qwen, prompts):
     assert ref.shape == (B, T)
     for m in range(M):  # greedy: every vote equals transformers token for token
         np.testing.assert_array_equal(ours.tokens[:, m], ref)
-    assert (ours.lengths == T).all() and int(ours.decode_steps) == T - 1
+    assert (ours.lengths == T).all()
+    assert int(ours.decode_steps) == (T - 1 if not slots else -(-B * M // slots) * (T - 1))
 
 
 def _completion_hidden(model, tokens, mask, out):
@@ -131,8 +140,8 @@ def _model_logprobs(model, tokens, mask, out, temperature):
     return np.where(comp_mask, np.asarray(lp), 0.0).reshape(B, M, T)
 
 
-@pytest.mark.parametrize("arch", ["qwen2", "llama3"])
-def test_logprobs_equal_trainer_recompute(arch, qwen, prompts, tmp_path):
+@pytest.mark.parametrize("arch,slots", [("qwen2", 0), ("qwen2", 5), ("llama3", 0), ("llama3", 3)])
+def test_logprobs_equal_trainer_recompute(arch, slots, qwen, prompts, tmp_path):
     tokens, mask = prompts
     if arch == "qwen2":
         model = qwen[1]
@@ -141,7 +150,7 @@ def test_logprobs_equal_trainer_recompute(arch, qwen, prompts, tmp_path):
         model = models.load_hf(path, dtype="float32")  # untied head, llama3 rope, all biases
         assert model.config.o_bias and model.config.mlp_bias
     sp = sampling.sampling_params(temperature=0.7, top_p=0.9)
-    out = run(model, tokens, mask, sampling=sp, eos_ids=(3, 7))
+    out = run(model, tokens, mask, sampling=sp, eos_ids=(3, 7), decode_slots=slots)
     ref = _model_logprobs(model, tokens, mask, out, 0.7)
     np.testing.assert_allclose(out.logprobs, ref, atol=1e-4, rtol=0)
     assert (out.logprobs[np.arange(T) >= out.lengths[..., None]] == 0).all()
@@ -244,14 +253,16 @@ def test_sample_logits_exact_multi_block(cfg):
 
 
 def test_early_exit_and_per_row_eos(qwen, prompts):
+    """The static decoder's loop stops as soon as every row has met its own stop set or
+    the length limit (the engine's loop: tests/test_engine.py)."""
     _, model = qwen
     tokens, mask = prompts
     greedy = sampling.sampling_params(greedy=True)
-    free = run(model, tokens, mask, sampling=greedy)
+    free = run0(model, tokens, mask, sampling=greedy)
     # row b stops at the greedy token of column c_b: a per-row stop set
     stops = [2, 5, 3, 0]
     eos = [[int(free.tokens[b, 0, c])] for b, c in enumerate(stops)]
-    out = run(model, tokens, mask, sampling=greedy, eos_ids=eos)
+    out = run0(model, tokens, mask, sampling=greedy, eos_ids=eos)
     first = [int(np.argmax(free.tokens[b, 0] == e[0])) for b, e in enumerate(eos)]
     np.testing.assert_array_equal(out.lengths, np.repeat(np.add(first, 1)[:, None], M, 1))
     assert int(out.decode_steps) == max(first) < T - 1  # stopped early
@@ -259,7 +270,7 @@ def test_early_exit_and_per_row_eos(qwen, prompts):
         np.testing.assert_array_equal(out.tokens[b, :, : n + 1], free.tokens[b, :, : n + 1])
         assert (out.tokens[b, :, n + 1 :] == 0).all() and (out.logprobs[b, :, n + 1 :] == 0).all()
     # a length limit inside the bucket stops the loop too (same program)
-    short = run(model, tokens, mask, sampling=greedy, max_new_tokens=6)
+    short = run0(model, tokens, mask, sampling=greedy, max_new_tokens=6)
     assert int(short.decode_steps) == 5 and (short.lengths == 6).all()
     np.testing.assert_array_equal(short.tokens[..., :6], free.tokens[..., :6])
 
@@ -272,9 +283,9 @@ def test_per_sample_length_limits_only_cut_each_sample(qwen, prompts):
     nothing."""
     _, model = qwen
     tokens, mask = prompts
-    free = run(model, tokens, mask, key=3)  # temperature 1: every token a random draw
+    free = run0(model, tokens, mask, key=3)  # temperature 1: every token a random draw
     limits = np.random.RandomState(4).randint(1, 12, (B, M)).astype(np.int32)
-    out = run(model, tokens, mask, key=3, row_limits=limits)
+    out = run0(model, tokens, mask, key=3, row_limits=limits)
     np.testing.assert_array_equal(out.lengths, limits)  # no EOS in this model's config
     assert int(out.decode_steps) == limits.max() - 1 < T - 1
     for b, m in np.ndindex(B, M):
@@ -282,13 +293,13 @@ def test_per_sample_length_limits_only_cut_each_sample(qwen, prompts):
         np.testing.assert_array_equal(out.tokens[b, m, :n], free.tokens[b, m, :n])
         np.testing.assert_array_equal(out.logprobs[b, m, :n], free.logprobs[b, m, :n])
         assert (out.tokens[b, m, n:] == 0).all() and (out.logprobs[b, m, n:] == 0).all()
-    same = run(model, tokens, mask, key=3, row_limits=np.full((B, M), T, np.int32))
+    same = run0(model, tokens, mask, key=3, row_limits=np.full((B, M), T, np.int32))
     for a, c in zip(same, free):
         np.testing.assert_array_equal(a, c)
     with pytest.raises(ValueError, match="row_limits"):
-        run(model, tokens, mask, row_limits=np.zeros((B, M), np.int32))
+        run0(model, tokens, mask, row_limits=np.zeros((B, M), np.int32))
     with pytest.raises(ValueError, match="row_limits has shape"):
-        run(model, tokens, mask, row_limits=np.ones((B, M + 1), np.int32))
+        run0(model, tokens, mask, row_limits=np.ones((B, M + 1), np.int32))
 
 
 def test_blocked_own_attention_matches_the_full_read(qwen, prompts):
@@ -341,8 +352,10 @@ def test_same_tokens_on_one_device_and_data4_tensor2_mesh(qwen, prompts):
 def test_sampling_knobs_do_not_recompile(qwen, prompts):
     _, model = qwen
     tokens, mask = prompts
+    programs = (sampling.prefill, sampling.decode, engine.start, engine.run)
     run(model, tokens, mask)
-    sizes = sampling.prefill._cache_size(), sampling.decode._cache_size()
+    run0(model, tokens, mask)
+    sizes = [f._cache_size() for f in programs]
     for cfg in [
         {"temperature": 0.3},
         {"top_p": 0.5},
@@ -351,15 +364,16 @@ def test_sampling_knobs_do_not_recompile(qwen, prompts):
         {"temperature": 1.3, "top_k": 3, "top_p": 0.7},
         {"temperature": 0.0},
     ]:
-        run(
-            model,
-            tokens,
-            mask,
-            sampling=sampling.sampling_params(**cfg),
-            max_new_tokens=12,
-            eos_ids=(1, 2, 3),
-        )
-    assert (sampling.prefill._cache_size(), sampling.decode._cache_size()) == sizes
+        for go in (run, run0):
+            go(
+                model,
+                tokens,
+                mask,
+                sampling=sampling.sampling_params(**cfg),
+                max_new_tokens=12,
+                eos_ids=(1, 2, 3),
+            )
+    assert [f._cache_size() for f in programs] == sizes
 
 
 def test_bfloat16_model_logprobs_close_to_trainer(qwen, prompts):

@@ -17,14 +17,15 @@ Params are a nested dict of arrays; per-layer weights are stacked on a leading
 ``layers`` axis and the blocks run under `lax.scan`. `param_logical_axes` names every
 axis for sharding. Positions are per row (``cumsum(mask) - 1`` for left padding).
 
-Three call shapes share one code path (`forward`), all with a sample-group axis G:
+One block function (`_block`) serves every call, with the attention passed in:
 
-* full sequence (training, log-probs, logits): tokens ``[B, G, L]`` with a key mask;
-* prefill (``return_kv=True``): the same, also returning the per-layer k/v;
-* decode with a cache: the new tokens' k/v are written into a per-row cache
-  ``[layers, B, G, S, K, Dh]`` at ``write_index``; an optional *shared prefix* cache
-  ``[layers, B, P, K, Dh]`` (one prompt's k/v, shared by its G samples without copies)
-  is attended to as well.
+* full sequence (training, log-probs, logits; `forward`): tokens ``[B, G, L]`` (G a
+  sample-group axis) with a causal key mask;
+* prefill (`forward` with ``return_kv=True``): the same, also returning the per-layer k/v;
+* prompt shared by G responses (`forward_shared_prompt`): the responses attend to their
+  prompt's k/v as a *shared prefix*, without copies;
+* decode (`rollout.engine`): one new token per slot against its KV cache and its
+  prompt's prefix.
 """
 
 from __future__ import annotations
@@ -215,8 +216,17 @@ def _attend(q, k, v, mask, prefix_k=None, prefix_v=None, prefix_mask=None):
     )
 
 
-def _block(cfg: ModelConfig, lp: Params, x, positions, inv_freq, attn_kv):
-    """One decoder block. ``attn_kv(k, v) -> (k_all, v_all, mask, prefix, aux)``."""
+def _block(cfg: ModelConfig, lp: Params, x, positions, inv_freq, attend):
+    """One decoder block, shared by prefill, decode and the training forward::
+
+        x += W_o attend(rope(W_q n), rope(W_k n), W_v n),  n = rms_norm(x)
+        x += W_down (silu(W_gate n) * W_up n),             n = rms_norm(x)
+
+    Only the attention differs between the three: ``attend(q, k, v) -> (o, aux)`` gets
+    the rotated queries ``[B, G, L, K, R, Dh]`` and this block's new keys / values
+    ``[B, G, L, K, Dh]`` and returns the output ``[B, G, L, K, R, Dh]`` and whatever
+    the caller keeps (k/v for a prefill, the updated cache for a decode step).
+    """
     b, g, l, _ = x.shape
     kh, r, dh = cfg.num_kv_heads, cfg.num_heads // cfg.num_kv_heads, cfg.head_dim
     ops = ops_for(x.dtype)
@@ -229,10 +239,8 @@ def _block(cfg: ModelConfig, lp: Params, x, positions, inv_freq, attn_kv):
         q, k, v = bias_add(q, lp["bq"]), bias_add(k, lp["bk"]), bias_add(v, lp["bv"])
     q = apply_rope(q, positions, inv_freq)
     k = apply_rope(k, positions, inv_freq)
-    k_all, v_all, mask, prefix, aux = attn_kv(k, v)
-    q = q.reshape(b, g, l, kh, r, dh)
-    o = _attend(q, k_all, v_all, mask, *prefix).reshape(b, g, l, kh * r, dh)
-    o = project("bglhe,hed->bgld", o, lp["wo"])
+    o, aux = attend(q.reshape(b, g, l, kh, r, dh), k, v)
+    o = project("bglhe,hed->bgld", o.reshape(b, g, l, kh * r, dh), lp["wo"])
     if cfg.o_bias:
         o = bias_add(o, lp["bo"])
     x = x + o
@@ -263,84 +271,45 @@ def forward(
     positions: jax.Array,
     *,
     key_mask: jax.Array | None = None,
-    cache: dict | None = None,
-    write_index: jax.Array | int | None = None,
-    prefix: dict | None = None,
     return_kv: bool = False,
     unroll: int | bool = 1,
     remat: bool = False,
 ):
-    """Runs the decoder and returns final-normed hidden states.
+    """Runs the decoder over whole sequences and returns final-normed hidden states.
+
+    (Decoding one token at a time against a KV cache is `rollout.engine`'s: it runs the
+    same `_block` with a cache-reading ``attend``.)
 
     Args:
       params: the parameter tree.
       cfg: model config.
       tokens: ``[B, G, L]`` int32.
       positions: ``[B, G, L]`` int32 rotary positions.
-      key_mask: ``[B, G, L]`` bool; which of the L tokens are real (full-sequence mode,
-        no cache). Keys are visible to a query if real and not in its future.
-      cache: ``{"k", "v"}: [layers, B, G, S, K, Dh]`` per-row cache (decode mode). The L
-        new tokens are written at slots ``write_index .. write_index+L-1``; a query at
-        slot s sees own slots ``<= s``.
-      write_index: scalar int, where the new tokens go in the cache.
-      prefix: ``{"k", "v"}: [layers, B, P, K, Dh]`` and ``"mask": [B, P]``: a prompt's
-        k/v shared by its G samples (decode mode only).
+      key_mask: ``[B, G, L]`` bool; which of the L tokens are real. Keys are visible to a
+        query if real and not in its future.
       return_kv: also return the per-layer k/v ``[layers, B, G, L, K, Dh]`` (prefill).
       unroll: `lax.scan` unroll factor over layers.
-      remat: rematerialise each block in the backward pass (full-sequence mode), so
-        training stores one activation per layer instead of all intermediates.
+      remat: rematerialise each block in the backward pass, so training stores one
+        activation per layer instead of all intermediates.
 
     Returns:
-      ``(hidden [B, G, L, D], aux)`` with aux the updated cache (decode mode), the
-      stacked k/v (``return_kv``), or None.
+      ``(hidden [B, G, L, D], kv)`` with kv the stacked k/v (``return_kv``) or None.
     """
-    l = tokens.shape[2]
     inv_freq = jnp.asarray(rope_inv_freq(cfg))
     x = jnp.take(params["embed"], tokens, axis=0)  # [B, G, L, D]
     x = sharding.constrain(x, ("batch", None, None, None))
-    layer_ids = jnp.arange(cfg.num_layers, dtype=jnp.int32)
+    if key_mask is None:
+        key_mask = jnp.ones(tokens.shape, bool)
+    mask = causal_mask(key_mask)  # [B, G, L, L]
 
-    if cache is None:
-        if prefix is not None:
-            raise ValueError("a shared prefix needs a cache (decode mode)")
-        if key_mask is None:
-            key_mask = jnp.ones(tokens.shape, bool)
-        mask = causal_mask(key_mask)  # [B, G, L, L]
+    def body(x, lp):
+        fn = lambda q, k, v: (_attend(q, k, v, mask), (k, v) if return_kv else None)
+        return _block(cfg, lp, x, positions, inv_freq, fn)
 
-        def body(x, xs):
-            lp, _ = xs
-            fn = lambda k, v: (k, v, mask, (), (k, v) if return_kv else None)
-            return _block(cfg, lp, x, positions, inv_freq, fn)
-
-        if remat:
-            body = jax.checkpoint(body)
-        x, kv = jax.lax.scan(body, x, (params["layers"], layer_ids), unroll=unroll)
-        aux = {"k": kv[0], "v": kv[1]} if return_kv else None
-    else:
-        s = cache["k"].shape[3]
-        slots = write_index + jnp.arange(l)
-        mask = (jnp.arange(s)[None, :] <= slots[:, None])[None, None]  # [1, 1, L, S]
-        pre = prefix or {}
-
-        def body(carry, xs):
-            x, ck, cv = carry
-            lp, i, pk, pv = xs
-
-            def fn(k, v):
-                start = (i, 0, 0, write_index, 0, 0)
-                nk = jax.lax.dynamic_update_slice(ck, k[None].astype(ck.dtype), start)
-                nv = jax.lax.dynamic_update_slice(cv, v[None].astype(cv.dtype), start)
-                kk = jax.lax.dynamic_index_in_dim(nk, i, 0, keepdims=False)
-                vv = jax.lax.dynamic_index_in_dim(nv, i, 0, keepdims=False)
-                pfx = (pk, pv, pre["mask"]) if prefix is not None else ()
-                return kk, vv, mask, pfx, (nk, nv)
-
-            x, (nk, nv) = _block(cfg, lp, x, positions, inv_freq, fn)
-            return (x, nk, nv), None
-
-        xs = (params["layers"], layer_ids, pre.get("k"), pre.get("v"))
-        (x, ck, cv), _ = jax.lax.scan(body, (x, cache["k"], cache["v"]), xs, unroll=unroll)
-        aux = {"k": ck, "v": cv}
+    if remat:
+        body = jax.checkpoint(body)
+    x, kv = jax.lax.scan(body, x, params["layers"], unroll=unroll)
+    aux = {"k": kv[0], "v": kv[1]} if return_kv else None
     return rms_norm(x, params["final_norm"], cfg.rms_norm_eps), aux
 
 
@@ -389,9 +358,13 @@ def forward_shared_prompt(
 
     def body(carry, lp):
         xp, xr = carry
-        xp, (kp, vp) = _block(cfg, lp, xp, pos_p, inv_freq, lambda k, v: (k, v, mask_p, (), (k, v)))
+        xp, (kp, vp) = _block(
+            cfg, lp, xp, pos_p, inv_freq, lambda q, k, v: (_attend(q, k, v, mask_p), (k, v))
+        )
         prefix = (kp[:, 0], vp[:, 0], pmask)  # [B, P, K, Dh] x2, [B, P]
-        xr, _ = _block(cfg, lp, xr, pos_r, inv_freq, lambda k, v: (k, v, mask_r, prefix, None))
+        xr, _ = _block(
+            cfg, lp, xr, pos_r, inv_freq, lambda q, k, v: (_attend(q, k, v, mask_r, *prefix), None)
+        )
         return (xp, xr), None
 
     if remat:

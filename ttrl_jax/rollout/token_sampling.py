@@ -61,8 +61,11 @@ def sampling_params(
 
 
 def row_keys(key: jax.Array, rows: jax.Array, step) -> jax.Array:
-    """Per-row keys ``fold_in(fold_in(key, row), step)`` for global row ids ``[R]``."""
-    return jax.vmap(lambda r: jax.random.fold_in(jax.random.fold_in(key, r), step))(rows)
+    """Per-row keys ``fold_in(fold_in(key, row), step)`` for global row ids ``[R]`` and
+    a token index ``step`` shared by all rows (``[]``) or one per row (``[R]``)."""
+    steps = jnp.broadcast_to(jnp.asarray(step, jnp.uint32), rows.shape)
+    fold = lambda r, t: jax.random.fold_in(jax.random.fold_in(key, r), t)
+    return jax.vmap(fold)(rows, steps)
 
 
 def _uniforms(keys: jax.Array) -> jax.Array:

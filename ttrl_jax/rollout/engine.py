@@ -1,0 +1,525 @@
+"""The length-aware decode engine: ``S`` slots over a queue of the step's samples.
+
+The static decoder (`sampling.decode`) keeps all ``N = B M`` samples in one batch until
+the longest is done, so with mixed lengths most of its slot-steps produce padding. Here
+decoding runs ``S`` *slots* over a queue of the ``N`` (prompt, vote) pairs, all inside
+one jitted `lax.while_loop` (continuous batching, with static shapes):
+
+* `start` prefills each prompt once (its k/v become the *shared prefix* of its ``M``
+  votes) and draws token 0 of every sample from its prompt's last-position logits; the
+  samples not already finished by token 0 form the queue, in global-id order, and the
+  first ``S`` of them take the slots.
+* Each iteration of `run` feeds every live slot's last token at its own position through
+  the model (the same `transformer._block` as training, with a cache-reading ``attend``),
+  writes its k/v into the slot's cache row at the slot's own length and draws the next
+  token. A slot whose sample emits one of its row's EOS ids or reaches its length limit
+  hands over, in the same iteration, to the next pending sample: the new sample's token
+  0 was drawn at the start, its position restarts at its prompt length and it reuses the
+  slot's cache row from slot 0 (older entries are masked by the slot's length). The loop
+  ends when the queue is empty and every slot is idle.
+
+Randomness is keyed by (global sample id ``g = b M + m``, token index ``t``):
+``fold_in(fold_in(key, g), t)``, as in the static decoder, never by slot, so a sample's
+tokens do not depend on ``S``, on the refill order or on the mesh (up to float rounding
+of different batch shapes). Memory: the response cache is ``S x T`` per layer instead
+of ``N x T``; the outputs stay ``[N, T]`` token ids and log-probs.
+
+Attention (`cache_attention`) reads the shared prefix and the own slots ``<= w`` of each
+row in fp32 with one softmax; with ``attn_block`` > 0 it reads the own cache in blocks,
+only the ``max(w) // attn_block + 1`` blocks that a live row can see.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ttrl_jax import sharding
+from ttrl_jax.models import transformer as tfm
+from ttrl_jax.models.config import ModelConfig
+from ttrl_jax.rollout.token_sampling import SamplingParams, row_keys, sample_logits
+
+Params = dict[str, Any]
+
+
+# ------------------------------------------------------------------ shared helpers
+
+
+def eos_table(eos_ids, batch: int, multiple: int = 8) -> np.ndarray:
+    """EOS ids as int32 ``[B, E]``: one shared sequence, or one per row.
+
+    Unused slots hold -1; E is rounded up to ``multiple`` so that stop sets of different
+    sizes share one compiled program.
+    """
+    eos_ids = list(eos_ids)
+    rows = eos_ids if eos_ids and not np.isscalar(eos_ids[0]) else [eos_ids] * batch
+    if len(rows) != batch:
+        raise ValueError(f"{len(rows)} per-row EOS sets for a batch of {batch}")
+    width = -(-max(len(e) for e in rows) // multiple) * multiple or multiple
+    out = np.full((batch, width), -1, np.int32)
+    for i, e in enumerate(rows):
+        out[i, : len(e)] = e
+    return out
+
+
+def is_eos(tok: jax.Array, eos_ids: jax.Array) -> jax.Array:
+    """``tok [R, ...]`` against the stop ids of each row ``eos_ids [R, E]`` -> bool."""
+    ids = eos_ids.reshape(eos_ids.shape[:1] + (1,) * (tok.ndim - 1) + eos_ids.shape[1:])
+    return jnp.any(tok[..., None] == ids, axis=-1)
+
+
+def default_cache_dtype(param_dtype) -> jnp.dtype:
+    """The KV-cache dtype: the params' dtype, except float32 for bf16 on CPU, where XLA
+    upcasts every bf16 dynamic-update-slice to f32 and so rewrites the whole cache each
+    step (bf16 values are stored exactly in f32)."""
+    if jnp.dtype(param_dtype) == jnp.bfloat16 and jax.default_backend() == "cpu":
+        return jnp.dtype(jnp.float32)
+    return jnp.dtype(param_dtype)
+
+
+def head_weight(params: Params, cfg: ModelConfig, head_dtype) -> jax.Array:
+    """The ``[D, V]`` LM-head weight, cast to ``head_dtype`` (None: as stored)."""
+    w = tfm.lm_head_weight(params, cfg)
+    return w if head_dtype is None else w.astype(head_dtype)
+
+
+def head_logits(hidden: jax.Array, head: jax.Array) -> jax.Array:
+    """fp32 logits ``[..., V]`` = hidden ``[..., D]`` @ head ``[D, V]`` (`tfm.head_logits`).
+
+    The hidden state is cast to the head's dtype. With ``head_dtype=bfloat16`` and fp32
+    params this is the usual "rollouts in bf16, training in fp32" split (vLLM in verl),
+    but the sampled distribution is then the bf16-head one, so the trainer must recompute
+    the old log-probs (``algo.old_logprobs=recompute``; the config enforces it).
+    """
+    return tfm.head_logits(hidden, head, head.dtype)
+
+
+def layer_params(params: Params, cfg: ModelConfig) -> list[Params]:
+    """The stacked layer weights as one dict per layer."""
+    return [jax.tree.map(operator.itemgetter(i), params["layers"]) for i in range(cfg.num_layers)]
+
+
+def attention_block_size(max_len: int, block: int | None = None) -> int:
+    """The own-cache block of the decode attention, checked against T (None or 0: read
+    all T slots every step).
+
+    On the XLA CPU at T = 1024 with the 11M model (where the LM head, not the KV reads,
+    dominates a step) blocked reads measured 0.88-0.93x the full read's speed
+    (`benchmarks/bench_lengths.py`, BENCHMARKS.md); they pay off for long T with large
+    KV caches, where reading the unfilled slots dominates."""
+    block = block or 0
+    if block and max_len % block:
+        raise ValueError(f"attention block {block} does not divide max_len {max_len}")
+    return block
+
+
+# ------------------------------------------------------------- cache attention
+
+
+def _own_attention_blocked(q, ck, cv, w, mx, den, acc, blk: int, n_blocks):
+    """Online-softmax accumulation over the own slots ``<= w`` in blocks of ``blk``::
+
+        block j: mx' = max(mx, max_s s_s),  c = e^(mx - mx'),
+                 den = c den + sum_s e^(s_s - mx'),  acc = c acc + sum_s e^(s_s - mx') v_s
+
+    Args: ``q [B, G, K, R, Dh]`` (scaled, fp32), ``ck [B, G, K, Dh, T]``, ``cv [B, G, K,
+    T, Dh]``, ``w [B, G]``; the prefix's ``mx, den [B, G, K, R]``, ``acc [..., Dh]``.
+    """
+    f32 = jnp.float32
+    w = w[:, :, None, None, None]
+
+    def block(j, carry):
+        mx, den, acc = carry
+        kb = jax.lax.dynamic_slice_in_dim(ck, j * blk, blk, axis=4)  # [B, G, K, Dh, blk]
+        vb = jax.lax.dynamic_slice_in_dim(cv, j * blk, blk, axis=3)  # [B, G, K, blk, Dh]
+        s = jnp.sum(q[..., None] * kb[:, :, :, None].astype(f32), axis=-2)  # [B, G, K, R, blk]
+        s = jnp.where(j * blk + jnp.arange(blk) <= w, s, -jnp.inf)
+        top = jnp.maximum(mx, jnp.max(s, axis=-1))
+        c, e = jnp.exp(mx - top), jnp.exp(s - top[..., None])
+        den = c * den + jnp.sum(e, axis=-1)
+        acc = c[..., None] * acc + jnp.sum(e[..., None] * vb[:, :, :, None].astype(f32), axis=-2)
+        return top, den, acc
+
+    _, den, acc = jax.lax.fori_loop(0, n_blocks, block, (mx, den, acc))
+    return acc, den
+
+
+def cache_attention(q, ck, cv, w, prefix_k, prefix_v, prefix_mask, attn_block=0, n_blocks=None):
+    """One query per row against its prompt's shared prefix and its own cache slots.
+
+    For row ``(b, g)`` with query ``q`` (scaled by ``1/sqrt(Dh)``), prefix keys ``k_p``
+    (``prefix_mask[b, p]``) and own keys ``k_s``, ``s <= w[b, g]``, one softmax in fp32::
+
+        o = (sum_p e_p v_p + sum_s e_s v_s) / (sum_p e_p + sum_s e_s),  e = exp(q.k - max)
+
+    Own keys are stored transposed (``ck [B, G, K, Dh, T]``, ``cv [B, G, K, T, Dh]``), so
+    both products are multiply-reduces reading the cache in place (on the CPU, batched
+    ``[R, Dh] x [Dh, T]`` dots and layer slices of stacked arrays cost copies).
+
+    Args:
+      q: ``[B, G, K, R, Dh]`` fp32 scaled queries.
+      ck, cv: the own caches, new entries already written.
+      w: ``[B, G]`` int32, the last own slot each row may see.
+      prefix_k, prefix_v: ``[B, K, P, Dh]``; prefix_mask ``[B, P]`` bool (every row has a
+        real prefix token, so the max is finite).
+      attn_block: 0 reads all T own slots; else blocks of this many (`attention_block_size`),
+        ``n_blocks`` of them (at least ``max(w) // attn_block + 1``).
+
+    Returns:
+      ``[B, G, K, R, Dh]`` fp32.
+    """
+    f32 = jnp.float32
+    s_pre = jnp.einsum("bgkrd,bkpd->bgkrp", q, prefix_k, preferred_element_type=f32)
+    s_pre = jnp.where(prefix_mask[:, None, None, None, :], s_pre, -jnp.inf)  # [B, G, K, R, P]
+    pre_spec = "bgkrp,bkpd->bgkrd"
+    if attn_block:
+        mx = jnp.max(s_pre, axis=-1)
+        e_pre = jnp.exp(s_pre - mx[..., None])
+        acc = jnp.einsum(pre_spec, e_pre, prefix_v, preferred_element_type=f32)
+        o, den = _own_attention_blocked(
+            q, ck, cv, w, mx, jnp.sum(e_pre, axis=-1), acc, attn_block, n_blocks
+        )
+    else:
+        own_ok = jnp.arange(cv.shape[3]) <= w[:, :, None, None, None]  # [B, G, 1, 1, T]
+        s_own = jnp.sum(q[..., None] * ck[:, :, :, None].astype(f32), axis=-2)  # [B,G,K,R,T]
+        s_own = jnp.where(own_ok, s_own, -jnp.inf)
+        top = jnp.maximum(jnp.max(s_own, axis=-1), jnp.max(s_pre, axis=-1))[..., None]
+        e_own, e_pre = jnp.exp(s_own - top), jnp.exp(s_pre - top)
+        den = jnp.sum(e_own, axis=-1) + jnp.sum(e_pre, axis=-1)  # [B, G, K, R]
+        o = jnp.sum(e_own[..., None] * cv[:, :, :, None].astype(f32), axis=-2) + jnp.einsum(
+            pre_spec, e_pre, prefix_v, preferred_element_type=f32
+        )
+    return o / den[..., None]
+
+
+def write_cache(ck, cv, k, v, w):
+    """Writes ``k, v [B, G, K, Dh]`` into slot ``w [B, G]`` of each row's cache (in place
+    under donation): ``ck[b, g, :, :, w] = k[b, g]``, ``cv[b, g, :, w, :] = v[b, g]``."""
+    b, g = w.shape
+    bi, gi = jnp.arange(b)[:, None], jnp.arange(g)[None, :]
+    ck = ck.at[bi, gi, :, :, w].set(k.astype(ck.dtype))
+    cv = cv.at[bi, gi, :, w, :].set(v.astype(cv.dtype))
+    return ck, cv
+
+
+def decode_layers(
+    params: Params,
+    layers: Sequence[Params],
+    cfg: ModelConfig,
+    tok: jax.Array,
+    pos: jax.Array,
+    w: jax.Array,
+    cache: dict,
+    prefix: dict,
+    attn_block: int = 0,
+    n_blocks=None,
+):
+    """One new token per row through every block (`transformer._block`).
+
+    Args:
+      tok, pos, w: ``[B, G]`` tokens, rotary positions and the cache slot each row writes.
+      cache: ``{"k": L x [B, G, K, Dh, T], "v": L x [B, G, K, T, Dh]}``.
+      prefix: ``{"k", "v": L x [B, K, P, Dh], "mask": [B, P]}``, each row's prompt.
+      attn_block, n_blocks: see `cache_attention`.
+
+    Returns:
+      final-normed hidden ``[B, G, D]`` and the updated cache.
+    """
+    inv_freq = jnp.asarray(tfm.rope_inv_freq(cfg))
+    x = jnp.take(params["embed"], tok, axis=0)[:, :, None]  # [B, G, 1, D]
+    x = sharding.constrain(x, ("batch", None, None, None))
+    new_k, new_v = [], []
+    for i, lp in enumerate(layers):
+
+        def attend(q, k, v, i=i):
+            ck, cv = write_cache(cache["k"][i], cache["v"][i], k[:, :, 0], v[:, :, 0], w)
+            qs = q[:, :, 0].astype(jnp.float32) * cfg.head_dim**-0.5  # [B, G, K, R, Dh]
+            pk, pv = prefix["k"][i], prefix["v"][i]
+            o = cache_attention(qs, ck, cv, w, pk, pv, prefix["mask"], attn_block, n_blocks)
+            return o.astype(q.dtype)[:, :, None], (ck, cv)
+
+        x, (ck, cv) = tfm._block(cfg, lp, x, pos[:, :, None], inv_freq, attend)
+        new_k.append(ck)
+        new_v.append(cv)
+    hidden = tfm.rms_norm(x[:, :, 0], params["final_norm"], cfg.rms_norm_eps)
+    return hidden, {"k": new_k, "v": new_v}
+
+
+# ------------------------------------------------------------------- prefill
+
+
+def prefill_prompts(
+    params: Params,
+    cfg: ModelConfig,
+    prompt_tokens: jax.Array,
+    prompt_mask: jax.Array,
+    key: jax.Array,
+    sampling: SamplingParams,
+    num_samples: int,
+    *,
+    unroll: int | bool = True,
+    block: int = 256,
+    cache_dtype=None,
+    head_dtype=None,
+):
+    """Prefills each prompt once and draws token 0 of its ``M`` samples.
+
+    Args: ``prompt_tokens, prompt_mask [B, P]`` (left-padded); the rest as in `start`.
+
+    Returns:
+      ``(prefix, tok0 [B, M], logp0 [B, M], cache dtype)`` with prefix ``{"k", "v": L x
+      [B, K, P, Dh], "mask": [B, P]}``; sample ``g = b M + m`` drew its token 0 with the
+      row key ``(g, 0)`` from the logits at its prompt's last position.
+    """
+    b, m = prompt_tokens.shape[0], num_samples
+    mask = prompt_mask.astype(bool)  # [B, P]
+    hidden, kv = tfm.forward(
+        params,
+        cfg,
+        prompt_tokens[:, None],
+        tfm.positions_from_mask(mask)[:, None],
+        key_mask=mask[:, None],
+        return_kv=True,
+        unroll=unroll,
+    )
+    dt = jnp.dtype(cache_dtype or default_cache_dtype(kv["k"].dtype))
+    pre_axes = ("batch", "kv_heads", "seq", "head_dim")
+    to_prefix = lambda a: [
+        sharding.constrain(jnp.swapaxes(a[i, :, 0], 1, 2).astype(dt), pre_axes)
+        for i in range(cfg.num_layers)
+    ]  # [B, K, P, Dh] per layer
+    prefix = {"k": to_prefix(kv["k"]), "v": to_prefix(kv["v"]), "mask": mask}
+    logits = head_logits(hidden[:, 0, -1], head_weight(params, cfg, head_dtype))  # [B, V]
+    z = jnp.broadcast_to(logits[:, None], (b, m, logits.shape[-1])).reshape(b * m, -1)
+    z = sharding.constrain(z, ("batch", None))
+    rows = jnp.arange(b * m, dtype=jnp.uint32)
+    tok, logp = sample_logits(z, row_keys(key, rows, 0), sampling, block)
+    return prefix, tok.reshape(b, m), logp.reshape(b, m), dt
+
+
+def empty_cache(cfg: ModelConfig, rows: tuple[int, int], t: int, dt, axes) -> dict:
+    """Zeroed per-layer caches ``k [*rows, K, Dh, T]``, ``v [*rows, K, T, Dh]``."""
+    kh, dh = cfg.num_kv_heads, cfg.head_dim
+    k_axes = axes + ("kv_heads", "head_dim", "cache_seq")
+    v_axes = axes + ("kv_heads", "cache_seq", "head_dim")
+    zeros = lambda shape, ax: sharding.constrain(jnp.zeros(rows + shape, dt), ax)
+    return {
+        "k": [zeros((kh, dh, t), k_axes) for _ in range(cfg.num_layers)],
+        "v": [zeros((kh, t, dh), v_axes) for _ in range(cfg.num_layers)],
+    }
+
+
+# -------------------------------------------------------------------- engine
+
+
+class SlotState(NamedTuple):
+    """The engine's loop state (donated). N = B M samples, S slots, T max tokens."""
+
+    tokens: jax.Array  # [N, T] int32 outputs (pad after a sample's end)
+    logprobs: jax.Array  # [N, T] f32
+    lengths: jax.Array  # [N] int32 tokens generated, EOS included
+    sid: jax.Array  # [S] int32 sample in each slot (N = idle)
+    pos: jax.Array  # [S] int32 tokens its sample has so far (>= 1)
+    queue: jax.Array  # [N] int32 pending sample ids, in order (first n_queue valid)
+    n_queue: jax.Array  # [] int32
+    head: jax.Array  # [] int32 next queue entry to hand out
+    steps: jax.Array  # [] int32 loop iterations run
+    cache: dict  # {"k": L x [S, 1, K, Dh, T], "v": L x [S, 1, K, T, Dh]}
+    prefix: dict  # {"k", "v"}: L x [B, K, P, Dh], "mask": [B, P]
+    prompt_len: jax.Array  # [B] int32
+    row_limit: jax.Array  # [N] int32 per-sample length limits
+    eos_ids: jax.Array  # [B, E] int32
+    key: jax.Array
+    sampling: SamplingParams
+    pad_id: jax.Array  # [] int32
+
+
+_SLOT_AXES = ("batch", None)  # the slot axis is split over the data axes
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "cfg",
+        "num_samples",
+        "max_len",
+        "slots",
+        "unroll",
+        "block",
+        "cache_dtype",
+        "head_dtype",
+    ),
+)
+def start(
+    params: Params,
+    cfg: ModelConfig,
+    prompt_tokens: jax.Array,
+    prompt_mask: jax.Array,
+    key: jax.Array,
+    sampling: SamplingParams,
+    eos_ids: jax.Array,
+    pad_id: jax.Array,
+    max_new_tokens: jax.Array,
+    row_limit: jax.Array | None = None,
+    *,
+    num_samples: int,
+    max_len: int,
+    slots: int,
+    unroll: int | bool = True,
+    block: int = 256,
+    cache_dtype=None,
+    head_dtype=None,
+) -> SlotState:
+    """Prefills the prompts, draws every sample's token 0 and fills the first slots.
+
+    Args:
+      prompt_tokens, prompt_mask: ``[B, P]`` left-padded prompts and their 0/1 mask.
+      eos_ids: ``[B, E]`` stop ids per prompt (-1 = unused), see `eos_table`.
+      max_new_tokens: ``[]`` length limit in ``[1, max_len]``; row_limit optional ``[B, M]``
+        per-sample limits (clipped to ``[1, max_new_tokens]``).
+      num_samples, max_len, slots: M, T and S (static).
+      unroll, block, cache_dtype, head_dtype: as in `sampling.prefill`.
+
+    Returns:
+      The initial `SlotState`, to be passed to `run`.
+    """
+    b, m, t = prompt_tokens.shape[0], num_samples, max_len
+    n = b * m
+    prefix, tok0, logp0, dt = prefill_prompts(
+        params,
+        cfg,
+        prompt_tokens,
+        prompt_mask,
+        key,
+        sampling,
+        m,
+        unroll=unroll,
+        block=block,
+        cache_dtype=cache_dtype,
+        head_dtype=head_dtype,
+    )
+    limit = jnp.clip(max_new_tokens, 1, t).astype(jnp.int32)
+    row_limit = limit if row_limit is None else jnp.clip(row_limit, 1, limit)
+    row_limit = jnp.broadcast_to(row_limit, (b, m)).reshape(n).astype(jnp.int32)  # [N]
+    tok0, logp0 = tok0.reshape(n), logp0.reshape(n)
+    eos_ids = eos_ids.astype(jnp.int32)
+    done0 = is_eos(tok0.reshape(b, m), eos_ids).reshape(n) | (row_limit <= 1)  # [N]
+    queue = jnp.argsort(done0, stable=True).astype(jnp.int32)  # unfinished first, by id
+    n_queue = jnp.sum(~done0, dtype=jnp.int32)
+    first = jnp.arange(slots, dtype=jnp.int32)
+    sid = jnp.where(first < n_queue, queue[jnp.minimum(first, n - 1)], n)  # [S]
+    seq_axes = ("batch", None)
+    return SlotState(
+        tokens=sharding.constrain(jnp.full((n, t), pad_id, jnp.int32).at[:, 0].set(tok0), seq_axes),
+        logprobs=sharding.constrain(jnp.zeros((n, t), jnp.float32).at[:, 0].set(logp0), seq_axes),
+        lengths=jnp.ones((n,), jnp.int32),
+        sid=sid,
+        pos=jnp.ones((slots,), jnp.int32),
+        queue=queue,
+        n_queue=n_queue,
+        head=jnp.minimum(n_queue, slots),
+        steps=jnp.int32(0),
+        cache=empty_cache(cfg, (slots, 1), t, dt, _SLOT_AXES),
+        prefix=prefix,
+        prompt_len=jnp.sum(prompt_mask.astype(jnp.int32), axis=-1),
+        row_limit=row_limit,
+        eos_ids=eos_ids,
+        key=key,
+        sampling=sampling,
+        pad_id=jnp.asarray(pad_id, jnp.int32),
+    )
+
+
+def live_blocks(w: jax.Array, live: jax.Array, attn_block: int, t: int):
+    """How many own-cache blocks of ``attn_block`` slots the live rows need:
+    ``max(w over live rows) // attn_block + 1`` (None when reading all T)."""
+    if not attn_block:
+        return None
+    return jnp.max(jnp.where(live, w, 0)) // attn_block + 1
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("cfg", "num_samples", "block", "head_dtype", "attn_block"),
+    donate_argnames=("state",),
+)
+def run(
+    params: Params,
+    cfg: ModelConfig,
+    state: SlotState,
+    *,
+    num_samples: int,
+    block: int = 256,
+    head_dtype=None,
+    attn_block: int | None = None,
+) -> SlotState:
+    """Decodes until the queue is empty and every slot is idle (see the module doc).
+
+    Iteration: every live slot ``s`` with sample ``g`` and ``t = pos[s]`` tokens feeds
+    token ``t - 1`` at position ``prompt_len[g // M] + t - 1``, writes its k/v into its
+    cache slot ``t - 1`` and draws token ``t`` with row key ``(g, t)``; a slot whose
+    sample ends (EOS or ``t + 1 >= row_limit[g]``) takes the next queued sample.
+    """
+    n, t = state.tokens.shape
+    attn_block = attention_block_size(t, attn_block)
+    head = head_weight(params, cfg, head_dtype)  # [D, V], cast once outside the loop
+    layers = layer_params(params, cfg)
+
+    def cond(s: SlotState):
+        return jnp.any(s.sid < n)
+
+    def body(s: SlotState):
+        live = s.sid < n  # [S]
+        g = jnp.minimum(s.sid, n - 1)  # [S] gather-safe sample ids
+        pb = g // num_samples  # [S] prompt of each slot
+        w = s.pos - 1  # [S] cache slot written (and last token's index)
+        last = s.tokens[g, w]  # [S]
+        pos = s.prompt_len[pb] + w
+        hidden, cache = decode_layers(
+            params,
+            layers,
+            cfg,
+            last[:, None],
+            pos[:, None],
+            w[:, None],
+            s.cache,
+            {
+                "k": [a[pb] for a in s.prefix["k"]],  # [S, K, P, Dh]: each slot's prompt
+                "v": [a[pb] for a in s.prefix["v"]],
+                "mask": s.prefix["mask"][pb],  # [S, P]
+            },
+            attn_block,
+            live_blocks(w, live, attn_block, t),
+        )
+        logits = sharding.constrain(head_logits(hidden[:, 0], head), ("batch", None))  # [S, V]
+        tok, logp = sample_logits(
+            logits, row_keys(s.key, g.astype(jnp.uint32), s.pos), s.sampling, block
+        )
+        out = jnp.where(live, s.sid, n)  # [S]; row N is dropped
+        tokens = s.tokens.at[out, s.pos].set(tok, mode="drop")
+        logprobs = s.logprobs.at[out, s.pos].set(logp, mode="drop")
+        new_pos = s.pos + 1
+        lengths = s.lengths.at[out].set(new_pos, mode="drop")
+        ended = is_eos(tok, s.eos_ids[pb]) | (new_pos >= s.row_limit[g])
+        free = ~live | ended  # [S]
+        rank = jnp.cumsum(free.astype(jnp.int32)) - 1
+        take = s.head + rank  # [S] queue entry each free slot would take
+        nxt = jnp.where(take < s.n_queue, s.queue[jnp.minimum(take, n - 1)], n)
+        return s._replace(
+            tokens=tokens,
+            logprobs=logprobs,
+            lengths=lengths,
+            sid=jnp.where(free, nxt, s.sid),
+            pos=jnp.where(free, 1, new_pos),
+            head=jnp.minimum(s.head + jnp.sum(free, dtype=jnp.int32), s.n_queue),
+            steps=s.steps + 1,
+            cache=cache,
+        )
+
+    return jax.lax.while_loop(cond, body, state)
