@@ -45,6 +45,9 @@ flags.DEFINE_integer("prompt_len", 512, "P, padded prompt tokens")
 flags.DEFINE_integer("response_len", 3072, "T, response tokens")
 flags.DEFINE_integer("minibatches", 8, "optimizer updates per step")
 flags.DEFINE_integer("micro_batch", 0, "sequences per micro-batch (0: whole mini-batch)")
+flags.DEFINE_integer(
+    "decode_slots", -1, "rollout.decode_slots: S engine slots (-1: the default rule, 0: static)"
+)
 flags.DEFINE_float("hbm_gib", None, "per-device memory budget in GiB")
 flags.DEFINE_enum(
     "accelerator",
@@ -97,7 +100,8 @@ def _describe(name, cfg, plan) -> str:
     batch = (
         f"batch: B={plan.prompts} x M={plan.votes} (N={plan.trained or plan.votes} trained), "
         f"P={plan.prompt_len}, T={plan.response_len}; {plan.minibatches} mini-batches of "
-        f"{plan.sequences // plan.minibatches}, micro-batch {plan.micro}"
+        f"{plan.sequences // plan.minibatches}, micro-batch {plan.micro}; "
+        + (f"decode engine, S={plan.decode_slots} slots" if plan.decode_slots else "static decoder")
     )
     return f"{model}\n{mesh}\n{batch}"
 
@@ -105,6 +109,7 @@ def _describe(name, cfg, plan) -> str:
 def main(argv):
     del argv
     from ttrl_jax.planner import memory
+    from ttrl_jax.rollout import sampling
 
     name, cfg = _model_config()
     plan = memory.Plan(
@@ -124,6 +129,11 @@ def main(argv):
         response_len=FLAGS.response_len,
         minibatches=FLAGS.minibatches,
         micro_batch=FLAGS.micro_batch,
+        decode_slots=sampling.slots_for(
+            FLAGS.prompts * FLAGS.votes,
+            None if FLAGS.decode_slots < 0 else FLAGS.decode_slots,
+            FLAGS.response_len,
+        ),
     )
     hbm = FLAGS.hbm_gib or (memory.HBM_GIB[FLAGS.accelerator] if FLAGS.accelerator else None)
     if hbm is not None and hbm <= 0:

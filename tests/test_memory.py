@@ -69,6 +69,22 @@ def test_doubling_votes_doubles_only_the_response_cache():
     assert b.phase("training") == a.phase("training")
 
 
+def test_decode_slots_scale_only_the_response_cache():
+    """The engine's S slots hold S x T of response cache instead of B x M x T (the slot
+    axis split over the batch axes); every other term stays."""
+    static = mm.estimate(QWEN_7B, PLAN)
+    n = PLAN.prompts * PLAN.votes
+    for s in (n // 4, n // 2, n):
+        eng = mm.estimate(QWEN_7B, dataclasses.replace(PLAN, decode_slots=s))
+        want = static.term("response KV cache") * s // n
+        assert eng.term("response KV cache") == want
+        for a, b in zip(static.terms, eng.terms):
+            if a.name != "response KV cache":
+                assert a.nbytes == b.nbytes, a.name
+    with pytest.raises(ValueError, match="decode_slots"):
+        mm.Plan(prompts=2, votes=4, trained=2, minibatches=1, decode_slots=9)
+
+
 def test_kv_cache_formulas():
     est = mm.estimate(QWEN_7B, PLAN)
     layers, k, dh = QWEN_7B.num_layers, QWEN_7B.num_kv_heads, QWEN_7B.head_dim
@@ -129,6 +145,8 @@ def test_compiled_memory_agrees_with_the_estimate():
         micro_batch=2,
     )
     rows = mm.compare(cfg, plan, programs=("decode", "train_step"))
+    engine = dataclasses.replace(plan, decode_slots=3, response_len=512)
+    rows += mm.compare(cfg, engine, programs=("prefill", "decode"))
     if not all(measured for _, measured, _ in rows):
         pytest.skip("this backend has no memory_analysis")
     for name, measured, estimated in rows:

@@ -75,6 +75,10 @@ def default_config() -> ml_collections.ConfigDict:
     # the trainer's head (e.g. bfloat16 while training an fp32 head) samples from another
     # distribution than the trainer's, so it needs algo.old_logprobs=recompute
     c.rollout.head_dtype = ""
+    # slots S of the length-aware decode engine (rollout.engine): S samples decode at a
+    # time and a finished one hands its slot to the next; -1 = the default rule
+    # (rollout.sampling.slots_for), 0 = the static decoder (all B*M samples in one batch)
+    c.rollout.decode_slots = -1
 
     c.reward = ml_collections.ConfigDict()
     c.reward.mode = "ttrl"  # one of rewards.modes.REWARD_MODES
@@ -194,6 +198,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     _check(0 < c.rollout.top_p <= 1, "rollout.top_p", "must be in (0, 1]")
     _check(c.rollout.top_k >= 0, "rollout.top_k", "must be >= 0")
     _check(c.rollout.max_new_tokens >= 1, "rollout.max_new_tokens", "must be >= 1")
+    _check(c.rollout.decode_slots >= -1, "rollout.decode_slots", "must be >= -1")
     for section in ("model", "rollout"):
         _check(
             c[section].head_dtype in ("", "bfloat16", "float32"),

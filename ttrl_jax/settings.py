@@ -43,6 +43,7 @@ class RolloutSettings:
     top_k: int
     max_new_tokens: int  # T
     head_dtype: str | None  # the sampler's LM-head dtype (None: the model's)
+    decode_slots: int | None  # S of the decode engine (None: the default rule; 0: static)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,6 +147,7 @@ class TrainerSettings:
                 prompt_bucket=c.data.prompt_bucket,
                 n_train=n_train,
                 head_dtype=sampler_head_dtype(c),
+                decode_slots=None if r.decode_slots < 0 else r.decode_slots,
             ),
             score=_from(ScoreSettings, w),
             update=_from(UpdateSettings, a, kl_clamp=a.kl_clamp or None, log_step_kl=g.log_step_kl),

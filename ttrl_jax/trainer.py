@@ -409,7 +409,13 @@ class Trainer:
         """M samples per prompt with the current (or given) params: ``[B, M, T]``."""
         r = self.s.rollout
         spec = RolloutSpec(
-            r.n_votes, r.max_new_tokens, r.temperature, r.top_p, r.top_k, r.head_dtype
+            r.n_votes,
+            r.max_new_tokens,
+            r.temperature,
+            r.top_p,
+            r.top_k,
+            r.head_dtype,
+            r.decode_slots,
         )
         return generate.rollout(
             self.params if params is None else params,

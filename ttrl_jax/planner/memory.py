@@ -10,7 +10,8 @@ MLP width, V vocabulary, every array counted on one device::
     params, fp32 master, Adam mu + nu, reference   N_params (b(param) + 4 + 2 b(opt) + b(param))
   sampling (prefill + decode loop)
     prompt KV cache     2 L_m B P K Dh b(cache)    each prompt prefilled once, shared by M
-    response KV cache   2 L_m B M T K Dh b(cache)  one row per vote
+    response KV cache   2 L_m R T K Dh b(cache)    R = S decode slots (the engine), or
+                                                   R = B M, one row per vote (static)
     token buffers       B M T (4 + 4)              int32 tokens, fp32 log-probs
     sampler logits      c_s B M V 4                fp32 logits + sampling temporaries
     layer copy          N_blocks b(param)          decode slices the stacked layers once
@@ -125,6 +126,8 @@ class Plan:
         [algo.micro_batch_size]; also the chunk of the log-prob recomputation.
       logprob_chunk: time steps per chunk of `lm_head.fused_token_logprobs`.
       unstack_layers: the decode loop slices the layer weights once (`sampling.decode`).
+      decode_slots: S, the slots of the decode engine (`rollout.engine`), at most B x M;
+        0 = the static decoder [rollout.decode_slots, resolved by `sampling.slots_for`].
     """
 
     data: int = 1
@@ -145,12 +148,18 @@ class Plan:
     micro_batch: int = 0
     logprob_chunk: int = 128
     unstack_layers: bool = True
+    decode_slots: int = 0
 
     def __post_init__(self):
         positive = "data fsdp tensor prompts votes prompt_len response_len minibatches"
         for name in (positive + " logprob_chunk").split():
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.decode_slots <= self.prompts * self.votes:
+            raise ValueError(
+                f"decode_slots must be in [0, B x M = {self.prompts * self.votes}], "
+                f"got {self.decode_slots}"
+            )
         if not 0 <= self.trained <= self.votes:
             raise ValueError(f"trained must be in [0, votes={self.votes}], got {self.trained}")
         for name in ("param_dtype", "cache_dtype"):
@@ -314,21 +323,27 @@ def estimate(cfg: ModelConfig, plan: Plan) -> Estimate:
     if plan.reference:
         add("resident", "reference params", n_dev * pb, f"N_params x {pb} B")
 
-    # sampling: prefix [B, K, P, Dh] and own [B, M, K, Dh, T] caches per layer, k and v
+    # sampling: prefix [B, K, P, Dh] and own caches per layer, k and v: [S, 1, K, Dh, T]
+    # over the engine's slots (the slot axis split over the batch axes), or [B, M, K, Dh, T]
     pre = local_elements((b, kh, p, dh), ("batch", "kv_heads", "seq", "head_dim"), plan)
-    own_axes = ("batch", "samples", "kv_heads", "head_dim", "cache_seq")
-    own = local_elements((b, m, kh, dh, t), own_axes, plan)
-    rows = _batch_local(b * m, plan)
+    own_axes = ("kv_heads", "head_dim", "cache_seq")
+    if plan.decode_slots:
+        own = local_elements((plan.decode_slots, 1, kh, dh, t), ("batch", None) + own_axes, plan)
+        own_rows = f"S={plan.decode_slots} slots"
+    else:
+        own = local_elements((b, m, kh, dh, t), ("batch", "samples") + own_axes, plan)
+        own_rows = f"B={b} x M={m}"
+    rows = _batch_local(b * m, plan)  # token 0 of all B M samples is drawn at the prefill
     kv = f"K={kh} x Dh={dh} x {cb} B"
     add("sampling", "prompt KV cache", 2 * nl * pre * cb,
         f"2 x {nl} x B={b} x P={p} x {kv} (one per prompt, shared by its M votes)")  # fmt: skip
     add("sampling", "response KV cache", 2 * nl * own * cb,
-        f"2 x {nl} x B={b} x M={m} x T={t} x {kv}")  # fmt: skip
+        f"2 x {nl} x {own_rows} x T={t} x {kv}")  # fmt: skip
     bmt = local_elements((b, m, t), ("batch", "samples", None), plan)
     add("sampling", "token + log-prob buffers", 8 * bmt, "B x M x T x (4 + 4) B")
     add("sampling", "sampler logits", SAMPLER_LOGIT_BUFFERS * rows * cfg.vocab_size * 4,
         f"{SAMPLER_LOGIT_BUFFERS} x B x M x V x 4 B")  # fmt: skip
-    if plan.unstack_layers:
+    if plan.unstack_layers or plan.decode_slots:  # the engine always slices them once
         blocks = param_elements(cfg, plan, layers_only=True)
         add("sampling", "decode layer copy", blocks * pb, f"N_block_params x {pb} B")
     terms += _fsdp_gathers(cfg, plan, "sampling")
@@ -478,7 +493,7 @@ def compiled_memory(
     unknown = set(programs) - set(PROGRAMS)
     if unknown:
         raise ValueError(f"unknown programs {sorted(unknown)}; known: {PROGRAMS}")
-    from ttrl_jax.rollout import sampling
+    from ttrl_jax.rollout import engine, sampling
     from ttrl_jax.update import train_step as ts
 
     pdt = jnp.dtype(plan.param_dtype)
@@ -491,7 +506,9 @@ def compiled_memory(
     ctx = jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext()
     with ctx:
         if "prefill" in programs or "decode" in programs:
-            lowered = sampling.prefill.lower(
+            first = engine.start if plan.decode_slots else sampling.prefill
+            slots = {"slots": plan.decode_slots} if plan.decode_slots else {}
+            lowered = first.lower(
                 params,
                 cfg,
                 bat((b, p), jnp.int32),
@@ -505,6 +522,7 @@ def compiled_memory(
                 max_len=t,
                 block=256,
                 cache_dtype=jnp.dtype(plan.cache),
+                **slots,
             )
             if "prefill" in programs or mesh is not None:  # decode needs its shardings
                 compiled = lowered.compile()
@@ -513,11 +531,13 @@ def compiled_memory(
             else:
                 state = lowered.out_info
             if "decode" in programs:
-                out["decode"] = _stats(
-                    sampling.decode.lower(
+                if plan.decode_slots:
+                    run = engine.run.lower(params, cfg, state, num_samples=m)
+                else:
+                    run = sampling.decode.lower(
                         params, cfg, state, unstack_layers=plan.unstack_layers
-                    ).compile()
-                )
+                    )
+                out["decode"] = _stats(run.compile())
 
         tx = ts.make_optimizer(1e-6)
         master = plan.master_weights and pdt.itemsize < 4

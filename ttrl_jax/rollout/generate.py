@@ -28,6 +28,7 @@ class RolloutSpec:
     top_p: float = 1.0
     top_k: int = 0
     head_dtype: str | None = None  # LM-head operand dtype; None: the params'
+    decode_slots: int | None = None  # S of the decode engine; None: the default; 0: static
 
 
 def rollout(
@@ -70,4 +71,5 @@ def rollout(
         max_len=spec.max_new_tokens,
         prompt_len=prompt_len,
         head_dtype=spec.head_dtype or None,
+        decode_slots=spec.decode_slots,
     )
