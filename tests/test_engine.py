@@ -90,6 +90,31 @@ def test_every_sample_produced_once(model, prompts):
     np.testing.assert_array_equal(ones.tokens[..., 0], out1.tokens[..., 0])
 
 
+def test_tail_phases_halve_the_slots_without_changing_samples(model, prompts):
+    """Once the queue is empty, `decode_all` moves the live slots to half as many: the
+    samples stay the static decoder's, the work (slot-steps) drops below one phase's."""
+    tokens, mask = prompts
+    params, cfg = model.params(), model.config
+    limits = np.random.RandomState(6).randint(1, T + 1, (B, M)).astype(np.int32)
+    static = run(model, prompts, 0, 6, row_limits=limits)
+    args = (params, cfg, tokens, mask, jax.random.key(6), sampling.sampling_params())
+    args += (sampling.eos_table(EOS, B), np.int32(0), np.int32(T), limits)
+    outs = []
+    for min_slots in (B * M, 1):  # one phase; phases 15 -> 7 -> 3 -> 1
+        st = engine.start(*args, num_samples=M, max_len=T, slots=B * M, block=32)
+        outs.append(
+            engine.decode_all(params, cfg, st, num_samples=M, min_slots=min_slots, block=32)
+        )
+    one, phased = outs
+    for st in outs:
+        np.testing.assert_array_equal(np.asarray(st.tokens).reshape(B, M, T), static.tokens)
+        np.testing.assert_array_equal(np.asarray(st.lengths).reshape(B, M), static.lengths)
+    assert int(one.slot_steps) == int(one.steps) * B * M
+    assert int(phased.steps) == int(one.steps)  # the same iterations, fewer rows each
+    assert int(phased.slot_steps) < int(one.slot_steps)
+    assert int(phased.slot_steps) >= int(static.lengths.sum()) - B * M
+
+
 def test_greedy_equals_static_and_blocked_reads(model, prompts):
     greedy = sampling.sampling_params(greedy=True)
     static = run(model, prompts, 0, sampling=greedy, eos_ids=())
@@ -200,5 +225,7 @@ def test_slot_count_rules():
     assert sampling.slots_for(100, None, 256) == 32
     assert sampling.slots_for(4, None, 3072) == 4
     assert sampling.slots_for(512, None, 255) == 0
+    assert sampling.slots_for(512, None, 3072, backend="gpu") == 512  # weights-bound steps
+    assert sampling.slots_for(512, None, 255, backend="tpu") == 0
     with pytest.raises(ValueError, match="decode_slots"):
         sampling.slots_for(10, -1, 16)

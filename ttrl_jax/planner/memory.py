@@ -506,9 +506,7 @@ def compiled_memory(
     ctx = jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext()
     with ctx:
         if "prefill" in programs or "decode" in programs:
-            first = engine.start if plan.decode_slots else sampling.prefill
-            slots = {"slots": plan.decode_slots} if plan.decode_slots else {}
-            lowered = first.lower(
+            lowered = engine.start.lower(
                 params,
                 cfg,
                 bat((b, p), jnp.int32),
@@ -522,7 +520,7 @@ def compiled_memory(
                 max_len=t,
                 block=256,
                 cache_dtype=jnp.dtype(plan.cache),
-                **slots,
+                slots=plan.decode_slots,
             )
             if "prefill" in programs or mesh is not None:  # decode needs its shardings
                 compiled = lowered.compile()

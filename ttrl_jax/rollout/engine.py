@@ -17,6 +17,9 @@ one jitted `lax.while_loop` (continuous batching, with static shapes):
   0 was drawn at the start, its position restarts at its prompt length and it reuses the
   slot's cache row from slot 0 (older entries are masked by the slot's length). The loop
   ends when the queue is empty and every slot is idle.
+* `decode_all` runs that loop in phases: once the queue is empty and at most half the
+  slots are live, the live ones move to a state of half the slots (`shrink`), so the
+  tail of a heavy-tailed length mix does not keep computing idle slots.
 
 Randomness is keyed by (global sample id ``g = b M + m``, token index ``t``):
 ``fold_in(fold_in(key, g), t)``, as in the static decoder, never by slot, so a sample's
@@ -254,55 +257,6 @@ def decode_layers(
 # ------------------------------------------------------------------- prefill
 
 
-def prefill_prompts(
-    params: Params,
-    cfg: ModelConfig,
-    prompt_tokens: jax.Array,
-    prompt_mask: jax.Array,
-    key: jax.Array,
-    sampling: SamplingParams,
-    num_samples: int,
-    *,
-    unroll: int | bool = True,
-    block: int = 256,
-    cache_dtype=None,
-    head_dtype=None,
-):
-    """Prefills each prompt once and draws token 0 of its ``M`` samples.
-
-    Args: ``prompt_tokens, prompt_mask [B, P]`` (left-padded); the rest as in `start`.
-
-    Returns:
-      ``(prefix, tok0 [B, M], logp0 [B, M], cache dtype)`` with prefix ``{"k", "v": L x
-      [B, K, P, Dh], "mask": [B, P]}``; sample ``g = b M + m`` drew its token 0 with the
-      row key ``(g, 0)`` from the logits at its prompt's last position.
-    """
-    b, m = prompt_tokens.shape[0], num_samples
-    mask = prompt_mask.astype(bool)  # [B, P]
-    hidden, kv = tfm.forward(
-        params,
-        cfg,
-        prompt_tokens[:, None],
-        tfm.positions_from_mask(mask)[:, None],
-        key_mask=mask[:, None],
-        return_kv=True,
-        unroll=unroll,
-    )
-    dt = jnp.dtype(cache_dtype or default_cache_dtype(kv["k"].dtype))
-    pre_axes = ("batch", "kv_heads", "seq", "head_dim")
-    to_prefix = lambda a: [
-        sharding.constrain(jnp.swapaxes(a[i, :, 0], 1, 2).astype(dt), pre_axes)
-        for i in range(cfg.num_layers)
-    ]  # [B, K, P, Dh] per layer
-    prefix = {"k": to_prefix(kv["k"]), "v": to_prefix(kv["v"]), "mask": mask}
-    logits = head_logits(hidden[:, 0, -1], head_weight(params, cfg, head_dtype))  # [B, V]
-    z = jnp.broadcast_to(logits[:, None], (b, m, logits.shape[-1])).reshape(b * m, -1)
-    z = sharding.constrain(z, ("batch", None))
-    rows = jnp.arange(b * m, dtype=jnp.uint32)
-    tok, logp = sample_logits(z, row_keys(key, rows, 0), sampling, block)
-    return prefix, tok.reshape(b, m), logp.reshape(b, m), dt
-
-
 def empty_cache(cfg: ModelConfig, rows: tuple[int, int], t: int, dt, axes) -> dict:
     """Zeroed per-layer caches ``k [*rows, K, Dh, T]``, ``v [*rows, K, T, Dh]``."""
     kh, dh = cfg.num_kv_heads, cfg.head_dim
@@ -318,6 +272,25 @@ def empty_cache(cfg: ModelConfig, rows: tuple[int, int], t: int, dt, axes) -> di
 # -------------------------------------------------------------------- engine
 
 
+class DecodeState(NamedTuple):
+    """The static decoder's loop state (`sampling.decode`, donated). Shapes: B prompts, M samples, T max tokens."""
+
+    tokens: jax.Array  # [B, M, T] int32
+    logprobs: jax.Array  # [B, M, T] f32
+    lengths: jax.Array  # [B, M] int32
+    done: jax.Array  # [B, M] bool, emitted an EOS or reached its row limit
+    step: jax.Array  # [] int32, token columns filled so far
+    limit: jax.Array  # [] int32, max token columns (<= T)
+    row_limit: jax.Array  # [B, M] int32, each sample's own length limit (<= limit)
+    cache: dict  # {"k": L x [B, M, K, Dh, T], "v": L x [B, M, K, T, Dh]}
+    prefix: dict  # {"k", "v"}: L x [B, K, P, Dh], "mask": [B, P] bool
+    prompt_len: jax.Array  # [B] int32
+    eos_ids: jax.Array  # [B, E] int32 (-1 = unused slot)
+    key: jax.Array  # PRNG key
+    sampling: SamplingParams
+    pad_id: jax.Array  # [] int32
+
+
 class SlotState(NamedTuple):
     """The engine's loop state (donated). N = B M samples, S slots, T max tokens."""
 
@@ -330,6 +303,7 @@ class SlotState(NamedTuple):
     n_queue: jax.Array  # [] int32
     head: jax.Array  # [] int32 next queue entry to hand out
     steps: jax.Array  # [] int32 loop iterations run
+    slot_steps: jax.Array  # [] int32 slots x iterations run (the work done)
     cache: dict  # {"k": L x [S, 1, K, Dh, T], "v": L x [S, 1, K, T, Dh]}
     prefix: dict  # {"k", "v"}: L x [B, K, P, Dh], "mask": [B, P]
     prompt_len: jax.Array  # [B] int32
@@ -370,54 +344,96 @@ def start(
     *,
     num_samples: int,
     max_len: int,
-    slots: int,
+    slots: int = 0,
     unroll: int | bool = True,
     block: int = 256,
     cache_dtype=None,
     head_dtype=None,
-) -> SlotState:
-    """Prefills the prompts, draws every sample's token 0 and fills the first slots.
+) -> DecodeState | SlotState:
+    """Prefills each prompt once, draws token 0 of its ``M`` samples from the logits at
+    its last position (sample ``g = b M + m`` with row key ``(g, 0)``) and sets up the
+    decode state: the engine's `SlotState` with the first ``slots`` queued samples in
+    its slots, or with ``slots=0`` the static decoder's `DecodeState` (`sampling.prefill`).
 
     Args:
-      prompt_tokens, prompt_mask: ``[B, P]`` left-padded prompts and their 0/1 mask.
-      eos_ids: ``[B, E]`` stop ids per prompt (-1 = unused), see `eos_table`.
-      max_new_tokens: ``[]`` length limit in ``[1, max_len]``; row_limit optional ``[B, M]``
-        per-sample limits (clipped to ``[1, max_new_tokens]``).
-      num_samples, max_len, slots: M, T and S (static).
-      unroll, block, cache_dtype, head_dtype: as in `sampling.prefill`.
+      params, cfg: the model.
+      prompt_tokens, prompt_mask: ``[B, P]`` left-padded int32 prompts and their 0/1 mask.
+      key: PRNG key.
+      sampling: `SamplingParams`.
+      eos_ids: ``[B, E]`` int32 stop ids per prompt (-1 = unused), see `eos_table`.
+      pad_id: ``[]`` int32 written after a sample ends.
+      max_new_tokens: ``[]`` int32 length limit in ``[1, max_len]``.
+      row_limit: optional ``[B, M]`` int32 per-sample limits (clipped to ``[1,
+        max_new_tokens]``); a sample stops at its EOS or its limit, whichever comes first.
+      num_samples, max_len, slots: M, T (a bucket) and S (static).
+      unroll: layer-scan unroll of the prefill forward.
+      block: vocabulary block of the two-stage draw (see `sample_logits`).
+      cache_dtype: KV-cache dtype (default `default_cache_dtype` of the params).
+      head_dtype: LM-head operand dtype, see `head_logits`.
 
     Returns:
-      The initial `SlotState`, to be passed to `run`.
+      The initial state, for `run` / `decode_all` (slots) or `sampling.decode` (static).
     """
     b, m, t = prompt_tokens.shape[0], num_samples, max_len
-    n = b * m
-    prefix, tok0, logp0, dt = prefill_prompts(
+    mask = prompt_mask.astype(bool)  # [B, P]
+    hidden, kv = tfm.forward(
         params,
         cfg,
-        prompt_tokens,
-        prompt_mask,
-        key,
-        sampling,
-        m,
+        prompt_tokens[:, None],
+        tfm.positions_from_mask(mask)[:, None],
+        key_mask=mask[:, None],
+        return_kv=True,
         unroll=unroll,
-        block=block,
-        cache_dtype=cache_dtype,
-        head_dtype=head_dtype,
     )
+    dt = jnp.dtype(cache_dtype or default_cache_dtype(kv["k"].dtype))
+    pre_axes = ("batch", "kv_heads", "seq", "head_dim")
+    to_prefix = lambda a: [
+        sharding.constrain(jnp.swapaxes(a[i, :, 0], 1, 2).astype(dt), pre_axes)
+        for i in range(cfg.num_layers)
+    ]  # [B, K, P, Dh] per layer
+    prefix = {"k": to_prefix(kv["k"]), "v": to_prefix(kv["v"]), "mask": mask}
+    logits = head_logits(hidden[:, 0, -1], head_weight(params, cfg, head_dtype))  # [B, V]
+    z = jnp.broadcast_to(logits[:, None], (b, m, logits.shape[-1])).reshape(b * m, -1)
+    z = sharding.constrain(z, ("batch", None))
+    rows = jnp.arange(b * m, dtype=jnp.uint32)
+    tok, logp = sample_logits(z, row_keys(key, rows, 0), sampling, block)
+    tok0, logp0 = tok.reshape(b, m), logp.reshape(b, m)  # token 0 of every sample
     limit = jnp.clip(max_new_tokens, 1, t).astype(jnp.int32)
     row_limit = limit if row_limit is None else jnp.clip(row_limit, 1, limit)
-    row_limit = jnp.broadcast_to(row_limit, (b, m)).reshape(n).astype(jnp.int32)  # [N]
-    tok0, logp0 = tok0.reshape(n), logp0.reshape(n)
-    eos_ids = eos_ids.astype(jnp.int32)
-    done0 = is_eos(tok0.reshape(b, m), eos_ids).reshape(n) | (row_limit <= 1)  # [N]
+    row_limit = jnp.broadcast_to(row_limit, (b, m)).astype(jnp.int32)  # [B, M]
+    done0 = is_eos(tok0, eos_ids) | (row_limit <= 1)  # [B, M] ended at token 0
+    if not slots:  # the static decoder: all B x M samples in the loop
+        seq_axes = ("batch", "samples", None)
+        tokens = jnp.full((b, m, t), pad_id, jnp.int32).at[:, :, 0].set(tok0)  # [B, M, T]
+        logprobs = jnp.zeros((b, m, t), jnp.float32).at[:, :, 0].set(logp0)
+        return DecodeState(
+            tokens=sharding.constrain(tokens, seq_axes),
+            logprobs=sharding.constrain(logprobs, seq_axes),
+            lengths=jnp.ones((b, m), jnp.int32),
+            done=done0,
+            step=jnp.int32(1),
+            limit=limit,
+            row_limit=row_limit,
+            cache=empty_cache(cfg, (b, m), t, dt, ("batch", "samples")),
+            prefix=prefix,
+            prompt_len=jnp.sum(prompt_mask.astype(jnp.int32), axis=-1),
+            eos_ids=eos_ids.astype(jnp.int32),
+            key=key,
+            sampling=sampling,
+            pad_id=jnp.asarray(pad_id, jnp.int32),
+        )
+    n = b * m
+    done0 = done0.reshape(n)  # [N]
     queue = jnp.argsort(done0, stable=True).astype(jnp.int32)  # unfinished first, by id
     n_queue = jnp.sum(~done0, dtype=jnp.int32)
     first = jnp.arange(slots, dtype=jnp.int32)
     sid = jnp.where(first < n_queue, queue[jnp.minimum(first, n - 1)], n)  # [S]
     seq_axes = ("batch", None)
+    tokens = jnp.full((n, t), pad_id, jnp.int32).at[:, 0].set(tok0.reshape(n))  # [N, T]
+    logprobs = jnp.zeros((n, t), jnp.float32).at[:, 0].set(logp0.reshape(n))
     return SlotState(
-        tokens=sharding.constrain(jnp.full((n, t), pad_id, jnp.int32).at[:, 0].set(tok0), seq_axes),
-        logprobs=sharding.constrain(jnp.zeros((n, t), jnp.float32).at[:, 0].set(logp0), seq_axes),
+        tokens=sharding.constrain(tokens, seq_axes),
+        logprobs=sharding.constrain(logprobs, seq_axes),
         lengths=jnp.ones((n,), jnp.int32),
         sid=sid,
         pos=jnp.ones((slots,), jnp.int32),
@@ -425,11 +441,12 @@ def start(
         n_queue=n_queue,
         head=jnp.minimum(n_queue, slots),
         steps=jnp.int32(0),
+        slot_steps=jnp.int32(0),
         cache=empty_cache(cfg, (slots, 1), t, dt, _SLOT_AXES),
         prefix=prefix,
         prompt_len=jnp.sum(prompt_mask.astype(jnp.int32), axis=-1),
-        row_limit=row_limit,
-        eos_ids=eos_ids,
+        row_limit=row_limit.reshape(n),
+        eos_ids=eos_ids.astype(jnp.int32),
         key=key,
         sampling=sampling,
         pad_id=jnp.asarray(pad_id, jnp.int32),
@@ -446,7 +463,7 @@ def live_blocks(w: jax.Array, live: jax.Array, attn_block: int, t: int):
 
 @functools.partial(
     jax.jit,
-    static_argnames=("cfg", "num_samples", "block", "head_dtype", "attn_block"),
+    static_argnames=("cfg", "num_samples", "block", "head_dtype", "attn_block", "stop_below"),
     donate_argnames=("state",),
 )
 def run(
@@ -458,8 +475,11 @@ def run(
     block: int = 256,
     head_dtype=None,
     attn_block: int | None = None,
+    stop_below: int = 0,
 ) -> SlotState:
-    """Decodes until the queue is empty and every slot is idle (see the module doc).
+    """Decodes until the queue is empty and every slot is idle (see the module doc), or,
+    with ``stop_below`` > 0, until the queue is empty and at most that many slots are live
+    (`decode_all` then moves them to a smaller state).
 
     Iteration: every live slot ``s`` with sample ``g`` and ``t = pos[s]`` tokens feeds
     token ``t - 1`` at position ``prompt_len[g // M] + t - 1``, writes its k/v into its
@@ -472,7 +492,8 @@ def run(
     layers = layer_params(params, cfg)
 
     def cond(s: SlotState):
-        return jnp.any(s.sid < n)
+        n_live = jnp.sum(s.sid < n)
+        return (n_live > 0) & ((s.head < s.n_queue) | (n_live > stop_below))
 
     def body(s: SlotState):
         live = s.sid < n  # [S]
@@ -519,7 +540,46 @@ def run(
             pos=jnp.where(free, 1, new_pos),
             head=jnp.minimum(s.head + jnp.sum(free, dtype=jnp.int32), s.n_queue),
             steps=s.steps + 1,
+            slot_steps=s.slot_steps + s.sid.shape[0],
             cache=cache,
         )
 
     return jax.lax.while_loop(cond, body, state)
+
+
+@functools.partial(jax.jit, static_argnames=("slots",))
+def shrink(state: SlotState, *, slots: int) -> SlotState:
+    """The same decode state on ``slots`` slots: the live slots (at most ``slots`` of
+    them, the queue empty) keep their sample, position and cache row, in order."""
+    n = state.tokens.shape[0]
+    keep = jnp.argsort(state.sid >= n, stable=True)[:slots]  # live slots first
+    rows = lambda a: sharding.constrain(a[keep], _SLOT_AXES + (None,) * (a.ndim - 2))
+    return state._replace(
+        sid=state.sid[keep], pos=state.pos[keep], cache=jax.tree.map(rows, state.cache)
+    )
+
+
+def decode_all(
+    params: Params,
+    cfg: ModelConfig,
+    state: SlotState,
+    *,
+    num_samples: int,
+    min_slots: int = 8,
+    **kw,
+) -> SlotState:
+    """`run` in phases that halve the slots once the queue is empty: with S slots it runs
+    until at most S/2 are live, moves those to S/2 slots (`shrink`), and so on down to
+    ``min_slots`` (then until all are done). The tail of a heavy-tailed length mix -- a
+    few long samples finishing while the other slots idle -- then costs S/2, S/4, ...
+    rows per step instead of S. Each phase is its own compiled program (log2 of them);
+    between phases the host reads one flag."""
+    n = state.tokens.shape[0]
+    s = state.sid.shape[0]
+    while s // 2 >= max(min_slots, 1):
+        state = run(params, cfg, state, num_samples=num_samples, stop_below=s // 2, **kw)
+        if not bool(jnp.any(state.sid < n)):
+            return state
+        s //= 2
+        state = shrink(state, slots=s)
+    return run(params, cfg, state, num_samples=num_samples, **kw)

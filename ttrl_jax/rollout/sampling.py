@@ -2,12 +2,12 @@
 
 For ``B`` left-padded prompts and ``M`` votes per prompt, `sample` returns tokens
 ``[B, M, T]``, the log-probs of the sampled tokens and the lengths. Both decoders prefill
-each prompt **once** (`engine.prefill_prompts`: its k/v become a *shared prefix*, per
+each prompt **once** (`engine.start`: its k/v become a *shared prefix*, per
 layer ``[B, K, P, Dh]``, that the ``M`` samples attend to without copies; token 0 of each
 sample is drawn from the logits at the prompt's last position) and then run one jitted
 `lax.while_loop` (state donated) through the model's one block function:
 
-* the length-aware engine (`engine.start` + `engine.run`, the default): ``S`` slots over
+* the length-aware engine (`engine.start` + `engine.decode_all`, the default): ``S`` slots over
   the queue of the ``B M`` samples; a slot whose sample ends takes the next one, so the
   loop's work follows the samples' real lengths (see `engine`);
 * the static decoder (`prefill` + `decode`, ``decode_slots=0``): iteration ``t`` feeds
@@ -40,6 +40,7 @@ from ttrl_jax.data.padding import bucket_length, pad_left_to
 from ttrl_jax.models.config import ModelConfig
 from ttrl_jax.rollout import engine
 from ttrl_jax.rollout.engine import (
+    DecodeState,
     attention_block_size,
     default_cache_dtype,
     eos_table,
@@ -74,32 +75,17 @@ class Rollout(NamedTuple):
       logprobs: ``[B, M, T]`` f32 log p(token) under softmax(logits / tau); 0 on padding.
       lengths: ``[B, M]`` int32 generated tokens per sample, its EOS included.
       decode_steps: ``[]`` int32 decode-loop iterations run (the first token comes from
-        the prefill, so at most ``T - 1``).
+        the prefill; the static decoder runs at most ``T - 1``).
+      slot_steps: ``[]`` int32 rows x iterations the loop computed, finished rows
+        included (the static decoder: ``decode_steps B M``; the engine: its slots per
+        phase); the useful part is ``sum(lengths) - B M``.
     """
 
     tokens: jax.Array
     logprobs: jax.Array
     lengths: jax.Array
     decode_steps: jax.Array
-
-
-class DecodeState(NamedTuple):
-    """The `decode` loop state (donated). Shapes: B prompts, M samples, T max tokens."""
-
-    tokens: jax.Array  # [B, M, T] int32
-    logprobs: jax.Array  # [B, M, T] f32
-    lengths: jax.Array  # [B, M] int32
-    done: jax.Array  # [B, M] bool, emitted an EOS or reached its row limit
-    step: jax.Array  # [] int32, token columns filled so far
-    limit: jax.Array  # [] int32, max token columns (<= T)
-    row_limit: jax.Array  # [B, M] int32, each sample's own length limit (<= limit)
-    cache: dict  # {"k": L x [B, M, K, Dh, T], "v": L x [B, M, K, T, Dh]}
-    prefix: dict  # {"k", "v"}: L x [B, K, P, Dh], "mask": [B, P] bool
-    prompt_len: jax.Array  # [B] int32
-    eos_ids: jax.Array  # [B, E] int32 (-1 = unused slot)
-    key: jax.Array  # PRNG key
-    sampling: SamplingParams
-    pad_id: jax.Array  # [] int32
+    slot_steps: jax.Array | None = None
 
 
 def _decode_layers(params, layers, cfg, tok, pos, cache, w, prefix, attn_block: int = 0):
@@ -114,96 +100,8 @@ def _decode_layers(params, layers, cfg, tok, pos, cache, w, prefix, attn_block: 
     )
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=(
-        "cfg",
-        "num_samples",
-        "max_len",
-        "unroll",
-        "block",
-        "cache_dtype",
-        "head_dtype",
-    ),
-)
-def prefill(
-    params: Params,
-    cfg: ModelConfig,
-    prompt_tokens: jax.Array,
-    prompt_mask: jax.Array,
-    key: jax.Array,
-    sampling: SamplingParams,
-    eos_ids: jax.Array,
-    pad_id: jax.Array,
-    max_new_tokens: jax.Array,
-    row_limit: jax.Array | None = None,
-    *,
-    num_samples: int,
-    max_len: int,
-    unroll: int | bool = True,
-    block: int = 256,
-    cache_dtype=None,
-    head_dtype=None,
-) -> DecodeState:
-    """Prefills each prompt once and draws the first token of its ``M`` samples.
-
-    Args:
-      params, cfg: the model.
-      prompt_tokens, prompt_mask: ``[B, P]`` left-padded int32 prompts and their 0/1 mask.
-      key: PRNG key.
-      sampling: `SamplingParams`.
-      eos_ids: ``[B, E]`` int32 stop ids per row (-1 = unused slot), see `eos_table`.
-      pad_id: ``[]`` int32 written after a sample ends.
-      max_new_tokens: ``[]`` int32 length limit, ``1 <= max_new_tokens <= max_len``.
-      row_limit: ``[B, M]`` int32 per-sample length limits (clipped to
-        ``[1, max_new_tokens]``; None: ``max_new_tokens`` for every sample). A sample
-        stops at its EOS or its limit, whichever comes first.
-      num_samples, max_len: M and T (static; T is a bucket).
-      unroll: layer-scan unroll of the prefill forward.
-      block: vocabulary block of the two-stage draw (see `sample_logits`).
-      cache_dtype: KV-cache dtype (default `default_cache_dtype` of the params).
-      head_dtype: LM-head operand dtype, see `head_logits`.
-
-    Returns:
-      The initial `DecodeState` (step 1), to be passed to `decode`.
-    """
-    b, m, t = prompt_tokens.shape[0], num_samples, max_len
-    prefix, tok, logp, dt = engine.prefill_prompts(
-        params,
-        cfg,
-        prompt_tokens,
-        prompt_mask,
-        key,
-        sampling,
-        m,
-        unroll=unroll,
-        block=block,
-        cache_dtype=cache_dtype,
-        head_dtype=head_dtype,
-    )  # tok, logp [B, M]
-    seq_axes = ("batch", "samples", None)
-    tokens = jnp.full((b, m, t), pad_id, jnp.int32).at[:, :, 0].set(tok)  # [B, M, T]
-    logprobs = jnp.zeros((b, m, t), jnp.float32).at[:, :, 0].set(logp)
-    cache = engine.empty_cache(cfg, (b, m), t, dt, ("batch", "samples"))
-    limit = jnp.clip(max_new_tokens, 1, t).astype(jnp.int32)
-    row_limit = limit if row_limit is None else jnp.clip(row_limit, 1, limit)
-    row_limit = jnp.broadcast_to(row_limit, (b, m)).astype(jnp.int32)  # [B, M]
-    return DecodeState(
-        tokens=sharding.constrain(tokens, seq_axes),
-        logprobs=sharding.constrain(logprobs, seq_axes),
-        lengths=jnp.ones((b, m), jnp.int32),
-        done=engine.is_eos(tok, eos_ids) | (row_limit <= 1),
-        step=jnp.int32(1),
-        limit=limit,
-        row_limit=row_limit,
-        cache=cache,
-        prefix=prefix,
-        prompt_len=jnp.sum(prompt_mask.astype(jnp.int32), axis=-1),
-        eos_ids=eos_ids.astype(jnp.int32),
-        key=key,
-        sampling=sampling,
-        pad_id=jnp.asarray(pad_id, jnp.int32),
-    )
+# the static decoder's prefill is the engine's with no slots (`engine.start`, slots=0)
+prefill = engine.start
 
 
 @functools.partial(
@@ -359,7 +257,7 @@ def sample(
     args += (np.int32(max_new_tokens), row_limits)
     if slots:
         st = engine.start(*args, slots=slots, head_dtype=head_dtype, **common)
-        st = engine.run(
+        st = engine.decode_all(
             params,
             cfg,
             st,
@@ -374,6 +272,7 @@ def sample(
             st.logprobs.reshape(shape),
             st.lengths.reshape(shape[:2]),
             st.steps,
+            st.slot_steps,
         )
     state = prefill(*args, head_dtype=head_dtype, **common)
     state = decode(
@@ -385,29 +284,35 @@ def sample(
         head_dtype=head_dtype,
         attn_block=attn_block,
     )
-    return Rollout(state.tokens, state.logprobs, state.lengths, state.step - 1)
+    steps = state.step - 1
+    return Rollout(state.tokens, state.logprobs, state.lengths, steps, steps * b * num_samples)
 
 
-ENGINE_MIN_LEN = 256  # the default runs the engine from this response length T up
-SLOTS_PER_SAMPLE = 0.25  # ... with S = B M / 4 slots (rounded up to a multiple of 8)
+ENGINE_MIN_LEN = 256  # the default runs the engine from this response length T up,
+SLOTS_PER_SAMPLE_CPU = 0.25  # with S = B M / 4 slots on the CPU (a multiple of 8), B M else
 
 
-def slots_for(n: int, decode_slots: int | None, max_len: int) -> int:
+def slots_for(n: int, decode_slots: int | None, max_len: int, backend: str | None = None) -> int:
     """The engine's slot count for ``n = B M`` samples of at most ``max_len`` tokens:
     ``min(decode_slots, n)``; 0 means the static decoder.
 
-    None takes the default, chosen from `benchmarks/bench_lengths.py` (W3: 8 x 16 samples,
-    lognormal lengths with median T/4 and 10 % clipped at T; BENCHMARKS.md): ``S = n / 4``
-    (rounded up to a multiple of 8, so the slots split over data shards) when ``max_len
-    >= 256``, where it measured 1.17x (T = 256), 1.25x (512) and 1.9x (1024) the static
-    decoder's useful tokens/s with S = 16-32 of 128 best; below that the static decoder
-    (short responses leave little padding to save: at T = 64 on the demo task, whose
-    answers all have about the same length, the engine took 2x the static decoder's time).
+    None takes the default. Below ``max_len = 256`` it is the static decoder: short
+    responses leave little padding to save (at T = 64 on the demo task, whose answers all
+    have about the same length, the engine took 2x the static decoder's time). From 256
+    up, on the CPU (``backend``, default JAX's), ``S = n / 4`` rounded up to a multiple of
+    8 (so the slots split over data shards), chosen from `benchmarks/bench_lengths.py`
+    (W3, 8 x 16 samples, lognormal lengths, 10 % clipped at T; BENCHMARKS.md): S = 16-32
+    of 128 were best there, 1.2-1.9x the static decoder's useful tokens/s. On GPU / TPU,
+    ``S = n``: a decode step there is bound by reading the weights up to hundreds of
+    rows, so fewer slots only add steps (`benchmarks/project_costs.py`'s projection over
+    S; not measured on an accelerator).
     """
     if decode_slots is None:
         if max_len < ENGINE_MIN_LEN:
             return 0
-        decode_slots = 8 * math.ceil(n * SLOTS_PER_SAMPLE / 8)
+        if (backend or jax.default_backend()) != "cpu":
+            return n
+        decode_slots = 8 * math.ceil(n * SLOTS_PER_SAMPLE_CPU / 8)
     if decode_slots < 0:
         raise ValueError(f"decode_slots must be >= 0, got {decode_slots}")
     return min(int(decode_slots), n)
