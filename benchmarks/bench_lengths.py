@@ -1,21 +1,22 @@
-"""W3: rollouts at real lengths -- how much of the static decoder's work is padding.
+"""W3: rollouts at real lengths -- the static decoder against the slot-refill engine.
 
 The workload of issue #16: the tiny 11M Qwen2 of the rollout benchmark, 8 prompts x 16
-votes, T_max = 1024, temperature 1.0. Each sample stops at a pre-drawn length from a
-heavy-tailed law (lognormal with median 250 and sigma chosen so that 10 % of samples
-exceed T_max, which clips them there), passed to `sampling.sample` as per-sample
-``row_limits`` -- a real feature (per-prompt budgets) and a stand-in for EOS that every
-decoder can honour identically. Printed: the length law's parameters, useful tokens/s
-(the sum of sample lengths over the wall time), slot-steps run against slot-steps
-useful (the static decoder keeps all B*M rows in the loop until the longest is done, so
-each step costs B*M rows whether they are live or not), the process's peak RSS after
-each run (cumulative: one process runs every row, so a later row never reads lower),
-and the same static decoder at a fixed length of T_max with no limits (every slot
-useful) for the rate it reaches when nothing is wasted.
+votes, T_max = 1024, temperature 1.0, identical weights and key for every decoder. Each
+sample stops at a pre-drawn length from a heavy-tailed law (lognormal with median 250
+and sigma chosen so that 10 % of samples exceed T_max, which clips them there), passed
+as per-sample ``row_limits`` -- a real feature (per-prompt budgets) and a stand-in for
+EOS that every decoder honours identically.
 
-Each workload runs with the own-cache attention reading all T_max slots every step (the
-default) and reading only the live blocks of 128 slots (``attn_block``, opt-in). Slot
-refill (the rest of the length-aware engine) is to be measured beside them.
+Decoders: the static decoder (`sampling.decode`: all B*M rows stay in the loop until the
+longest is done) and the engine (`rollout.engine`: S slots over the queue of B*M
+samples, refilled as samples end) for several S, each with the own-cache attention
+reading all T_max slots every step and reading only the live blocks of 128 slots.
+Printed per decoder: useful tokens/s (the sum of sample lengths over the wall time),
+slot-steps run (loop iterations x rows in the batch) and the wasted share of them, and
+the loop's memory (XLA's memory analysis of the compiled loop: arguments + temporaries,
+the KV cache included); then the ratio to the static decoder, the share of samples
+whose tokens equal the static decoder's, the static decoder with every sample at T_max
+(no padding work) for reference, and the curve over T_max = 256, 512 at the best S.
 
 Run: ``python benchmarks/bench_lengths.py [--smoke]``.
 """
@@ -23,7 +24,6 @@ Run: ``python benchmarks/bench_lengths.py [--smoke]``.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import tempfile
@@ -35,22 +35,32 @@ import common
 import numpy as np
 
 
-def length_law(n: int, t_max: int, median: float, clipped: float, seed: int):
-    """``n`` lengths from a lognormal (median ``median``, P(L > t_max) = ``clipped``),
-    rounded up and clipped to ``[1, t_max]``; returns (lengths, mu, sigma)."""
-    from statistics import NormalDist
+def decoder_bytes(params, cfg, prompts, mask, key, sp, limits, t_max, m, slots, attn):
+    """Compiled-program memory of one decoder's loop (XLA's memory analysis): arguments
+    plus temporaries of `sampling.decode` (static) or `engine.run` (slots), bytes."""
+    import numpy as np
 
-    mu = math.log(median)
-    sigma = math.log(t_max / median) / NormalDist().inv_cdf(1.0 - clipped)
-    raw = np.random.RandomState(seed).lognormal(mu, sigma, n)
-    return np.clip(np.ceil(raw), 1, t_max).astype(np.int32), mu, sigma
+    from ttrl_jax.rollout import engine, sampling
+
+    b = prompts.shape[0]
+    args = (params, cfg, prompts, mask, key, sp, sampling.eos_table((), b), np.int32(0))
+    args += (np.int32(t_max), limits)
+    common = {"num_samples": m, "max_len": t_max}
+    if slots:
+        st = engine.start(*args, slots=slots, **common)
+        exe = engine.run.lower(params, cfg, st, num_samples=m, attn_block=attn).compile()
+    else:
+        st = sampling.prefill(*args, **common)
+        exe = sampling.decode.lower(params, cfg, st, attn_block=attn).compile()
+    ma = exe.memory_analysis()
+    return ma.argument_size_in_bytes + ma.temp_size_in_bytes
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true", help="tiny model and lengths")
     args = ap.parse_args()
-    common.banner("W3: static decoder at real (mixed) lengths")
+    common.banner("W3: static decoder vs slot-refill engine at real (mixed) lengths")
     import jax
 
     from ttrl_jax import models
@@ -58,15 +68,9 @@ def main() -> None:
 
     dims = common.SMOKE_QWEN2 if args.smoke else common.TINY_QWEN2
     b, m, p = (2, 4, 16) if args.smoke else (8, 16, 32)
-    t_max, median = (64, 16) if args.smoke else (1024, 250)
-    lengths, mu, sigma = length_law(b * m, t_max, median, 0.10, seed=0)
-    limits = lengths.reshape(b, m)
-    print(
-        f"workload: {b} prompts x {m} votes, T_max {t_max}; lengths ~ lognormal(mu "
-        f"{mu:.3f}, sigma {sigma:.3f}) = median {median}, P(L > T_max) = 0.10 before "
-        f"clipping; drawn: mean {lengths.mean():.0f}, median {np.median(lengths):.0f}, "
-        f"max {lengths.max()}, {np.mean(lengths == t_max):.1%} at T_max"
-    )
+    t_top, median = (64, 16) if args.smoke else (1024, 250)
+    slot_counts = (2, 4) if args.smoke else (16, 32, 48, 64)
+    t_curve = (32,) if args.smoke else (256, 512)
     with tempfile.TemporaryDirectory() as tmp:
         common.write_qwen2(tmp, **dims)
         model = models.load_hf(tmp, dtype="float32")
@@ -75,70 +79,90 @@ def main() -> None:
     prompts = rng.randint(4, dims["vocab"], (b, p)).astype(np.int32)
     mask = np.ones((b, p), np.int32)
     sp = sampling.sampling_params(temperature=1.0)
+    key = jax.random.key(0)
 
-    def go(row_limits, attn_block):
+    def go(t_max, row_limits, slots, attn):
         out = sampling.sample(
             params,
             cfg,
             prompts,
             mask,
-            jax.random.key(0),
+            key,
             num_samples=m,
             max_new_tokens=t_max,
             sampling=sp,
             max_len=t_max,
             row_limits=row_limits,
-            attn_block=attn_block,
+            attn_block=attn,
+            decode_slots=slots,
         )
         return jax.block_until_ready(out)
 
-    blk = sampling.attention_block_size(t_max, 128 if t_max >= 128 else 16)
-    runs = (
-        ("static, real lengths, full cache reads", limits, 0),
-        (f"static, real lengths, live blocks of {blk}", limits, blk),
-        ("static, all at T_max, full cache reads", None, 0),
-        (f"static, all at T_max, live blocks of {blk}", None, blk),
-    )
-    rows = []
-    for name, lim, attn in runs:
-        out = go(lim, attn)  # compile + warm
+    def measure(name, t_max, limits, slots, attn):
+        # compile: every sample ends at token 0 except one at T_max, so that the engine
+        # compiles each of its tail phases (`engine.decode_all`) too
+        warm = None if limits is None else np.ones_like(limits)
+        if warm is not None and slots:
+            warm[0, 0] = t_max
+        go(t_max, warm, slots, attn)
         t0 = time.perf_counter()
-        out = go(lim, attn)
+        out = go(t_max, limits, slots, attn)
         wall = time.perf_counter() - t0
         useful = int(np.asarray(out.lengths).sum())
-        steps = int(out.decode_steps) + 1
-        slot_steps = steps * b * m
-        rows.append(
-            [
-                name,
-                wall,
-                useful,
-                useful / wall,
-                slot_steps,
-                slot_steps - useful,
-                (slot_steps - useful) / slot_steps,
-                common.peak_rss_gib(),
-            ]
+        slot_steps = int(out.slot_steps) + b * m  # token 0 of every sample: the prefill
+        mem = decoder_bytes(params, cfg, prompts, mask, key, sp, limits, t_max, m, slots, attn)
+        row = [name, wall, useful, useful / wall, slot_steps, (slot_steps - useful) / slot_steps]
+        return row + [mem / 2**20], out
+
+    def law(t_max):
+        lengths, mu, sigma = common.length_law(b * m, t_max, median * t_max / t_top, 0.10, seed=0)
+        print(
+            f"T_max {t_max}: {b} prompts x {m} votes; lengths ~ lognormal(mu {mu:.3f}, sigma "
+            f"{sigma:.3f}) = median {median * t_max / t_top:.0f}, P(L > T_max) = 0.10 before "
+            f"clipping; drawn: mean {lengths.mean():.0f}, median {np.median(lengths):.0f}, "
+            f"max {lengths.max()}, {np.mean(lengths == t_max):.1%} at T_max"
         )
-    common.table(
-        [
-            "decoder",
-            "wall s",
-            "useful tokens",
-            "useful tokens/s",
-            "slot-steps run",
-            "slot-steps wasted",
-            "wasted share",
-            "process peak RSS GiB so far",
-        ],
-        rows,
-    )
+        return lengths.reshape(b, m)
+
+    header = [
+        "decoder",
+        "wall s",
+        "useful tokens",
+        "useful tokens/s",
+        "slot-steps run",
+        "wasted share",
+        "loop memory MiB (args + temps)",
+    ]
+    limits = law(t_top)
+    blk = sampling.attention_block_size(t_top, 128 if t_top >= 128 else 16)
+    rows, outs = [], []
+    runs = [("static, full cache reads", 0, 0), (f"static, live blocks of {blk}", 0, blk)]
+    for s in slot_counts:
+        runs += [(f"engine S={s}, full cache reads", s, 0), (f"engine S={s}, live blocks", s, blk)]
+    for name, slots, attn in runs:
+        row, out = measure(name, t_top, limits, slots, attn)
+        rows.append(row)
+        outs.append(np.asarray(out.tokens))
+    ref, _ = measure("static, all at T_max (no padding work)", t_top, None, 0, 0)
+    common.table(header, rows + [ref])
+    rate = [r[3] / rows[0][3] for r in rows]  # useful tokens/s over the static decoder's
+    best = max(range(2, len(rows)), key=lambda i: rows[i][3])
+    same = np.mean(np.all(outs[best] == outs[0], axis=-1))
     print(
-        f"useful tokens/s, live blocks / full reads: real lengths "
-        f"{rows[1][3] / rows[0][3]:.2f}x, all at T_max {rows[3][3] / rows[2][3]:.2f}x; "
-        f"real lengths / all at T_max (1.00: no padding work): full reads "
-        f"{rows[0][3] / rows[2][3]:.2f}, live blocks {rows[1][3] / rows[3][3]:.2f}"
+        f"engine / static useful tokens/s: best ({runs[best][0]}) {rate[best]:.2f}x at "
+        f"{rows[best][6] / rows[0][6]:.2f}x the loop memory; samples identical to the "
+        f"static decoder's: {same:.1%}"
     )
+    for i in range(2, len(rows), 2):
+        print(f"S={runs[i][1]}: full reads {rate[i]:.2f}x, live blocks {rate[i + 1]:.2f}x")
+    curve, s_best = [], runs[best][1]
+    for t_max in t_curve:
+        lim = law(t_max)
+        st_row, _ = measure(f"T_max {t_max}: static", t_max, lim, 0, 0)
+        en_row, _ = measure(f"T_max {t_max}: engine S={s_best}", t_max, lim, s_best, 0)
+        curve += [st_row, en_row]
+        print(f"T_max {t_max}: engine / static useful tokens/s {en_row[3] / st_row[3]:.2f}x")
+    common.table(header, curve)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,11 @@ import numpy as np
 from common import SMOKE_QWEN2, TINY_QWEN2, banner, table, timed, write_qwen2  # noqa: E402
 
 
-def run_ours(path, prompts, mask, m, new_tokens, dtype, repeats, head_dtype=None):
+def run_ours(
+    path, prompts, mask, m, new_tokens, dtype, repeats, head_dtype=None, eos=(), slots=None
+):
+    """Best wall time of `sampling.sample`; with ``eos`` also the tokens it produced (each
+    sample's length, its stop token included)."""
     import jax
 
     from ttrl_jax import models
@@ -49,17 +53,21 @@ def run_ours(path, prompts, mask, m, new_tokens, dtype, repeats, head_dtype=None
             num_samples=m,
             max_new_tokens=new_tokens,
             sampling=sp,
-            eos_ids=(),
+            eos_ids=eos,
             head_dtype=head_dtype,
+            decode_slots=slots,
         )
         jax.block_until_ready(out)
-        assert int(out.lengths.min()) == new_tokens
+        assert eos or int(out.lengths.min()) == new_tokens
         return out
 
-    return timed(go, repeats)
+    wall = timed(go, repeats)
+    return (wall, int(np.asarray(go().lengths).sum())) if eos else wall
 
 
-def run_hf(path, prompts, mask, m, new_tokens, dtype, repeats):
+def run_hf(path, prompts, mask, m, new_tokens, dtype, repeats, eos=()):
+    """Best wall time of `generate`; with ``eos`` (stop ids, no minimum length) also the
+    tokens it produced (up to and including each row's first stop id)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -78,13 +86,20 @@ def run_hf(path, prompts, mask, m, new_tokens, dtype, repeats):
                 top_p=1.0,
                 num_return_sequences=m,
                 max_new_tokens=new_tokens,
-                min_new_tokens=new_tokens,
+                min_new_tokens=0 if eos else new_tokens,
+                eos_token_id=list(eos) or None,
                 pad_token_id=0,
             )
-        assert out.shape == (len(prompts) * m, prompts.shape[1] + new_tokens), out.shape
+        assert eos or out.shape == (len(prompts) * m, prompts.shape[1] + new_tokens), out.shape
         return out
 
-    return timed(go, repeats)
+    wall = timed(go, repeats)
+    if not eos:
+        return wall
+    gen = go()[:, prompts.shape[1] :].numpy()
+    stop = np.isin(gen, list(eos))
+    first = np.where(stop.any(1), stop.argmax(1) + 1, gen.shape[1])
+    return wall, int(first.sum())
 
 
 def profile_step(path, b, m, p, t, dtype, repeats=5):
@@ -97,11 +112,11 @@ def profile_step(path, b, m, p, t, dtype, repeats=5):
 
     from ttrl_jax import models
     from ttrl_jax.models import transformer as tfm
-    from ttrl_jax.rollout import sampling
+    from ttrl_jax.rollout import engine, sampling
 
     model = models.load_hf(path, dtype=dtype)
     params, cfg = model.params(), model.config
-    layers = sampling._layer_params(params, cfg)
+    layers = engine.layer_params(params, cfg)
     dt = sampling.default_cache_dtype(dtype)
     nl, kh, dh = cfg.num_layers, cfg.num_kv_heads, cfg.head_dim
     cache = {
@@ -162,6 +177,22 @@ def profile_step(path, b, m, p, t, dtype, repeats=5):
     return out
 
 
+def w1_with_eos(tmp, prompts, mask, m, new, args, repeats, vocab):
+    """W1 with real stop ids: the engine (default slots), the static decoder, `generate`."""
+    eos = tuple(range(100, vocab, 100))
+    rows = []
+    n = len(prompts) * m
+    s = max(1, n // 4)
+    runs = (("static decoder (the default at T < 256)", 0), (f"engine, S={s} of {n}", s))
+    for name, slots in runs + (("engine, S=B*M", n),):
+        wall, n = run_ours(tmp, prompts, mask, m, new, args.dtype, repeats, eos=eos, slots=slots)
+        rows.append([f"ttrl_jax.rollout.sampling, {name}", wall, n, n / wall])
+    if not args.no_hf:
+        wall, n = run_hf(tmp, prompts, mask, m, new, args.dtype, max(1, repeats // 2), eos=eos)
+        rows.append([f"transformers.generate ({args.dtype})", wall, n, n / wall])
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="tiny config, a few seconds")
@@ -216,6 +247,13 @@ def main(argv=None):
         if curve_rows:
             print("votes per prompt (one prefill per prompt, shared by its M samples):")
             table(["M", "rows", "seconds", "new tokens/s"], curve_rows)
+        eos_rows = w1_with_eos(tmp, prompts, mask, m, new, args, repeats, dims["vocab"])
+        print(
+            "W1 with EOS on: stop ids = every id divisible by 100 (1 % of the vocabulary; "
+            "a random model stops after a geometric number of tokens, capped at the limit); "
+            "useful tokens = sample lengths, stop token included:"
+        )
+        table(["implementation", "seconds", "useful tokens", "useful tokens/s"], eos_rows)
         if not args.smoke:
             prof = profile_step(tmp, b, m, p, new, args.dtype)
             prof["whole rollout / (new tokens - 1)"] = ours / (new - 1)

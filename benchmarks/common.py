@@ -7,6 +7,7 @@ the load on it and the library versions that produced it.
 from __future__ import annotations
 
 import importlib.metadata
+import math
 import os
 import platform
 import sys
@@ -170,3 +171,14 @@ def matmul_peak(dtype: str, n: int, repeats: int) -> float:
     f = jax.jit(lambda x: jnp.matmul(x, x, preferred_element_type=jnp.float32))
     t = timed(lambda: f(a).block_until_ready(), repeats)
     return 2 * n**3 / t / 1e9
+
+
+def length_law(n: int, t_max: int, median: float, clipped: float, seed: int):
+    """``n`` lengths from a lognormal (median ``median``, P(L > t_max) = ``clipped``),
+    rounded up and clipped to ``[1, t_max]``; returns (lengths, mu, sigma)."""
+    from statistics import NormalDist
+
+    mu = math.log(median)
+    sigma = math.log(t_max / median) / NormalDist().inv_cdf(1.0 - clipped)
+    raw = np.random.RandomState(seed).lognormal(mu, sigma, n)
+    return np.clip(np.ceil(raw), 1, t_max).astype(np.int32), mu, sigma

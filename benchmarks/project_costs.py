@@ -21,6 +21,10 @@ R = B M rows and b = 2 bytes (bf16 params and KV cache)::
             + b 2 L_m K Dh (R T' + B P) / n           KV reads (prefix once per prompt)
             + 8 R V / n                               fp32 logits written + read
     time_t  = max(FLOPs_t / (n mfu_dec peak), bytes_t / (eta BW))
+  the slot-refill engine (`rollout.engine`, the third rollout column): S slots over the
+    R samples, whose lengths L_i are drawn from a stated law (an assumption, printed); the
+    schedule is simulated step by step, each step costing the formula above with R -> the
+    live slots and R T' -> the sum of their filled slots (a length-aware kernel)
   forward over S sequences (reference log-probs; dense L x L attention as XLA computes):
     FLOPs_fwd = S (2 N_blk L + 2 N_head T + 4 L_m H Dh L^2)
   update: forward + rematerialised forward + backward (2 x forward) of the blocks, the
@@ -52,6 +56,7 @@ import common
 
 from ttrl_jax.models.config import ModelConfig
 from ttrl_jax.planner import memory
+from ttrl_jax.rollout import sampling
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,6 +151,43 @@ def decode_costs(
     return secs, flops, nbytes, mem_bound / w.response_len
 
 
+def engine_decode_costs(
+    cfg: ModelConfig, w: Workload, chips: int, tp: int, chip: Chip, mfu, eta, lengths, slots
+):
+    """The slot-refill engine's decode roofline for per-sample ``lengths [R]``: S slots
+    take the samples in order and a slot whose sample ends takes the next one; each step
+    computes all S slots (static shapes: an idle slot still costs its matmuls), each
+    live one reading P + its own filled slots (a length-aware kernel). The schedule is
+    simulated step by step. Returns (seconds, steps)."""
+    b, p = w.prompts, w.prompt_len
+    nl, h, k, dh = cfg.num_layers, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    weights = 2 * (block_params(cfg) + cfg.hidden_size * cfg.vocab_size)
+    per_row = 2 * block_params(cfg) + 2 * cfg.hidden_size * cfg.vocab_size
+    todo = [int(n) - 1 for n in lengths]  # decode steps per sample (token 0: prefill)
+    queue = [i for i, n in enumerate(todo) if n > 0][::-1]
+    pos = {}  # slot -> [sample, tokens done]
+    for s in range(slots):
+        if queue:
+            pos[s] = [queue.pop(), 1]
+    secs, steps = 0.0, 0
+    while pos:
+        own = sum(t for _, t in pos.values())  # own slots read this step, live slots
+        f = slots * per_row + 4 * nl * h * dh * (len(pos) * p + own)
+        kv = 2 * 2 * nl * k * dh * (own + b * p)
+        by_chip = weights / tp + (kv + 8 * slots * cfg.vocab_size) / chips
+        secs += max(f / chips / (mfu * chip.flops), by_chip / (eta * chip.bandwidth))
+        steps += 1
+        for s in list(pos):
+            g, t = pos[s]
+            if t >= todo[g]:
+                del pos[s]
+                if queue:
+                    pos[s] = [queue.pop(), 1]
+            else:
+                pos[s][1] = t + 1
+    return secs, steps
+
+
 def smallest_mesh(cfg: ModelConfig, w: Workload, chip: Chip) -> tuple[int, int, float] | None:
     """Smallest (chips, tensor, peak GiB) whose `memory.estimate` fits the chip's HBM:
     bf16 params, fp32 master + Adam, a reference copy, remat, one sequence per device
@@ -168,7 +210,9 @@ def smallest_mesh(cfg: ModelConfig, w: Workload, chip: Chip) -> tuple[int, int, 
     return None
 
 
-def project(cfg: ModelConfig, w: Workload, mfu: float, mfu_dec: float, eta: float) -> list:
+def project(
+    cfg: ModelConfig, w: Workload, mfu: float, mfu_dec: float, eta: float, lengths, slots
+) -> list:
     s, seq = w.prompts * w.trained, w.prompt_len + w.response_len
     fwd = forward_flops(cfg, s, seq, w.response_len)
     upd = update_flops(cfg, s, seq, w.response_len)
@@ -182,15 +226,17 @@ def project(cfg: ModelConfig, w: Workload, mfu: float, mfu_dec: float, eta: floa
         n, tp, peak = mesh
         dec_s, _, _, bound = decode_costs(cfg, w, n, tp, chip, mfu_dec, eta)
         aware_s = decode_costs(cfg, w, n, tp, chip, mfu_dec, eta, full=False)[0]
+        eng_s = engine_decode_costs(cfg, w, n, tp, chip, mfu_dec, eta, lengths, slots)[0]
         pre_s = prefill / n / (mfu * chip.flops)
-        dec_s, aware_s = dec_s + pre_s, aware_s + pre_s
+        dec_s, aware_s, eng_s = dec_s + pre_s, aware_s + pre_s, eng_s + pre_s
         ref_s = (fwd if w.reference else 0.0) / n / (mfu * chip.flops)
         upd_s = upd / n / (mfu * chip.flops)
         opt_s = w.updates * 30 * all_params(cfg) / n / (eta * chip.bandwidth)
         total = dec_s + ref_s + upd_s + opt_s
         rows.append(
             (chip.name, f"{n} (fsdp {n // tp} x tp {tp})", f"{peak:.0f}", dec_s, aware_s,
-             f"{bound:.0%}", ref_s, upd_s, opt_s, total, total * n / 3600)
+             eng_s, f"{bound:.0%}", ref_s, upd_s, opt_s, total, total * n / 3600,
+             total - dec_s + eng_s)
         )  # fmt: skip
     return rows
 
@@ -274,6 +320,7 @@ def main(argv=None) -> None:
         help="skip comparing the formulas with XLA's count (~30 s)",
     )
     ap.add_argument("--smoke", action="store_true", help="the projection only (a second)")
+    ap.add_argument("--median-len", type=int, default=800, help="median response length")
     args = ap.parse_args(argv)
     common.banner("project_costs: PROJECTION of a TTRL step of Qwen2.5-Math-7B (not measured)")
     if args.check and not args.smoke:
@@ -289,6 +336,18 @@ def main(argv=None) -> None:
         f"T={w.response_len}, train N={w.trained} (S={w.prompts * w.trained}), "
         f"U={w.updates} updates, reference log-probs {w.reference}; bf16 params and KV, "
         f"fp32 master + Adam"
+    )
+    r = w.prompts * w.votes
+    lengths, mu, sigma = common.length_law(r, w.response_len, args.median_len, 0.10, seed=0)
+    slots = sampling.slots_for(r, None, w.response_len, backend="gpu")
+    print(
+        f"response lengths (an ASSUMPTION for the engine column): lognormal(mu {mu:.3f}, "
+        f"sigma {sigma:.3f}), median {args.median_len}, P(L > T) = 0.10 before clipping "
+        f"at T={w.response_len}; drawn for R={r}: mean {lengths.mean():.0f}, max "
+        f"{lengths.max()}, {np.mean(lengths == w.response_len):.1%} at T. The static "
+        f"decoder runs every row until the longest is done (max = T here), reading all "
+        f"T cache slots; the engine runs S={slots} slots over the queue "
+        f"(`sampling.slots_for`), each live slot reading only its filled slots."
     )
     s, seq = w.prompts * w.trained, w.prompt_len + w.response_len
     fwd = forward_flops(cfg, s, seq, w.response_len)
@@ -313,11 +372,27 @@ def main(argv=None) -> None:
         f"bandwidth, communication fully overlapped):"
     )
     common.table(
-        ["chip", "chips (mesh)", "peak GiB/chip", "rollout s", "rollout s, length-aware",
-         "decode steps BW-bound",
-         "ref log-probs s", "update s", "optimizer s", "step s", "chip-hours/step"],
-        project(cfg, w, args.mfu, args.mfu_decode, args.bw_eff),
+        ["chip", "chips (mesh)", "peak GiB/chip", "rollout s, static",
+         "rollout s, static, length-aware reads", f"rollout s, engine S={slots}, real lengths",
+         "decode steps BW-bound (static)", "ref log-probs s", "update s", "optimizer s",
+         "step s (static)", "chip-hours/step (static)", "step s (engine)"],
+        project(cfg, w, args.mfu, args.mfu_decode, args.bw_eff, lengths, slots),
     )  # fmt: skip
+    print("\nPROJECTED engine rollout seconds (decode only) over S, on each chip's mesh:")
+    curve, sizes = [], (r // 8, r // 4, r // 2, r)
+    for chip in CHIPS:
+        mesh = smallest_mesh(cfg, w, chip)
+        if mesh is None:
+            continue
+        n, tp, _ = mesh
+        row = [chip.name]
+        for s in sizes:
+            secs, steps = engine_decode_costs(
+                cfg, w, n, tp, chip, args.mfu_decode, args.bw_eff, lengths, s
+            )
+            row.append(f"{secs:.1f} ({steps} steps)")
+        curve.append(row)
+    common.table(["chip"] + [f"S={s}" for s in sizes], curve)
 
 
 if __name__ == "__main__":
