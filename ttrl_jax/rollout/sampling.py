@@ -301,8 +301,9 @@ def slots_for(n: int, decode_slots: int | None, max_len: int, backend: str | Non
     have about the same length, the engine took 2x the static decoder's time). From 256
     up, on the CPU (``backend``, default JAX's), ``S = n / 4`` rounded up to a multiple of
     8 (so the slots split over data shards), chosen from `benchmarks/bench_lengths.py`
-    (W3, 8 x 16 samples, lognormal lengths, 10 % clipped at T; BENCHMARKS.md): S = 16-32
-    of 128 were best there, 1.2-1.9x the static decoder's useful tokens/s. On GPU / TPU,
+    (W3, 8 x 16 samples, lognormal lengths, 10 % clipped at T; BENCHMARKS.md): S = 16-64
+    of 128 gave 1.47-1.61x the static decoder's useful tokens/s at T = 1024 (S = 32:
+    1.54x at 0.35x its loop memory), 1.3x at T = 256 and 1.6x at 512. On GPU / TPU,
     ``S = n``: a decode step there is bound by reading the weights up to hundreds of
     rows, so fewer slots only add steps (`benchmarks/project_costs.py`'s projection over
     S; not measured on an accelerator).
