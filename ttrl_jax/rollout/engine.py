@@ -453,7 +453,7 @@ def start(
     )
 
 
-def live_blocks(w: jax.Array, live: jax.Array, attn_block: int, t: int):
+def live_blocks(w: jax.Array, live: jax.Array, attn_block: int):
     """How many own-cache blocks of ``attn_block`` slots the live rows need:
     ``max(w over live rows) // attn_block + 1`` (None when reading all T)."""
     if not attn_block:
@@ -516,7 +516,7 @@ def run(
                 "mask": s.prefix["mask"][pb],  # [S, P]
             },
             attn_block,
-            live_blocks(w, live, attn_block, t),
+            live_blocks(w, live, attn_block),
         )
         logits = sharding.constrain(head_logits(hidden[:, 0], head), ("batch", None))  # [S, V]
         tok, logp = sample_logits(
