@@ -126,28 +126,39 @@ def update_flops(cfg: ModelConfig, seqs: int, length: int, resp: int) -> float:
     return 4 * blocks + 3 * head
 
 
+def decode_step(cfg: ModelConfig, w: Workload, chips: int, tp: int, chip: Chip, mfu, eta,
+                rows: int, attending: int, own: int):  # fmt: skip
+    """One decode step's roofline: ``rows`` rows computed, ``attending`` of them attending
+    to their prompt (P slots each), ``own`` own cache slots read in all. Returns (compute
+    seconds, memory seconds, FLOPs, HBM bytes)."""
+    b, p = w.prompts, w.prompt_len
+    nl, h, k, dh = cfg.num_layers, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    weights = 2 * (block_params(cfg) + cfg.hidden_size * cfg.vocab_size)
+    f = rows * (2 * block_params(cfg) + 2 * cfg.hidden_size * cfg.vocab_size)
+    f += 4 * nl * h * dh * (attending * p + own)
+    kv = 2 * 2 * nl * k * dh * (own + b * p)
+    logits = 8 * rows * cfg.vocab_size
+    by_chip = weights / tp + (kv + logits) / chips
+    tc, tm = f / chips / (mfu * chip.flops), by_chip / (eta * chip.bandwidth)
+    return tc, tm, f, weights + kv + logits
+
+
 def decode_costs(
     cfg: ModelConfig, w: Workload, chips: int, tp: int, chip: Chip, mfu, eta, full=True
 ):
     """Sums the decode roofline over the T steps; returns (seconds, FLOPs, bytes, the
     fraction of steps bound by bandwidth). ``full``: every step attends over (and reads)
     all T cache slots, masked, as `sampling.decode` does; else only the t filled ones."""
-    b, r, p = w.prompts, w.prompts * w.votes, w.prompt_len
-    nl, h, k, dh = cfg.num_layers, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-    weights = 2 * (block_params(cfg) + cfg.hidden_size * cfg.vocab_size)
+    r = w.prompts * w.votes
     secs = flops = nbytes = 0.0
     mem_bound = 0
     for t in range(1, w.response_len + 1):
-        f = r * (2 * block_params(cfg) + 2 * cfg.hidden_size * cfg.vocab_size)
         own = w.response_len if full else t
-        f += r * 4 * nl * h * dh * (p + own)
-        kv = 2 * 2 * nl * k * dh * (r * own + b * p)
-        by_chip = weights / tp + (kv + 8 * r * cfg.vocab_size) / chips
-        tc, tm = f / chips / (mfu * chip.flops), by_chip / (eta * chip.bandwidth)
+        tc, tm, f, by = decode_step(cfg, w, chips, tp, chip, mfu, eta, r, r, r * own)
         secs += max(tc, tm)
         mem_bound += tm >= tc
         flops += f
-        nbytes += weights + kv + 8 * r * cfg.vocab_size
+        nbytes += by
     return secs, flops, nbytes, mem_bound / w.response_len
 
 
@@ -159,10 +170,6 @@ def engine_decode_costs(
     computes all S slots (static shapes: an idle slot still costs its matmuls), each
     live one reading P + its own filled slots (a length-aware kernel). The schedule is
     simulated step by step. Returns (seconds, steps)."""
-    b, p = w.prompts, w.prompt_len
-    nl, h, k, dh = cfg.num_layers, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-    weights = 2 * (block_params(cfg) + cfg.hidden_size * cfg.vocab_size)
-    per_row = 2 * block_params(cfg) + 2 * cfg.hidden_size * cfg.vocab_size
     todo = [int(n) - 1 for n in lengths]  # decode steps per sample (token 0: prefill)
     queue = [i for i, n in enumerate(todo) if n > 0][::-1]
     pos = {}  # slot -> [sample, tokens done]
@@ -172,10 +179,8 @@ def engine_decode_costs(
     secs, steps = 0.0, 0
     while pos:
         own = sum(t for _, t in pos.values())  # own slots read this step, live slots
-        f = slots * per_row + 4 * nl * h * dh * (len(pos) * p + own)
-        kv = 2 * 2 * nl * k * dh * (own + b * p)
-        by_chip = weights / tp + (kv + 8 * slots * cfg.vocab_size) / chips
-        secs += max(f / chips / (mfu * chip.flops), by_chip / (eta * chip.bandwidth))
+        tc, tm, _, _ = decode_step(cfg, w, chips, tp, chip, mfu, eta, slots, len(pos), own)
+        secs += max(tc, tm)
         steps += 1
         for s in list(pos):
             g, t = pos[s]
