@@ -3,6 +3,7 @@ and every stage setting reaching the code that uses it."""
 
 import dataclasses
 
+import jax
 import numpy as np
 import pytest
 from test_trainer import config, setup  # noqa: F401  (the module fixture)
@@ -73,3 +74,30 @@ def test_kl_in_reward_shape_reaches_the_advantages(setup, tmp_path, monkeypatch,
     assert [s[0] for s in seen] == [to_go, to_go]
     _, got, other = seen[1]  # step 2: the policy has left the reference, so KL != 0
     assert np.isfinite(got).all() and not np.array_equal(got, other)
+
+
+def test_decode_slots_reach_the_trainer_and_evaluation(setup, tmp_path, monkeypatch):  # noqa: F811
+    """rollout.decode_slots is a sampling setting: it reaches the trainer's rollouts and
+    every evaluation batch alike (-1: the default rule, as None in the RolloutSpec)."""
+    from ttrl_jax.eval import evaluation
+    from ttrl_jax.rollout import generate
+
+    specs = []
+
+    def fake_rollout(params, cfg, tokens, mask, key, spec, **kw):
+        specs.append(spec)
+        raise StopIteration  # the spec is all this test needs
+
+    monkeypatch.setattr(generate, "rollout", fake_rollout)
+    model = type("M", (), {"params": lambda self: None, "config": None})()
+    tok = type("T", (), {"pad_id": 0, "eos_ids": (1,)})()
+    key = jax.random.key(0)
+    for value, want in ((-1, None), (0, 0), (24, 24)):
+        c = config(setup, tmp_path / "run", **{"rollout.decode_slots": value})
+        validate(c)
+        assert TrainerSettings.from_config(c).rollout.decode_slots == want
+        with pytest.raises(StopIteration):
+            evaluation._generate(model, tok, [[5, 6]], 2, trainer_lib.eval_settings(c), 1.0, key)
+        assert specs[-1].decode_slots == want
+    with pytest.raises(ConfigValueError, match="rollout.decode_slots"):
+        validate(config(setup, tmp_path / "run", **{"rollout.decode_slots": -2}))

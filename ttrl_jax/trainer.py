@@ -153,6 +153,7 @@ def eval_settings(c: ml_collections.ConfigDict) -> evaluation.EvalSettings:
         clustering=c.reward.clustering,
         seed=c.seed,
         head_dtype=sampler_head_dtype(c) or "",  # the sampler's, as in training
+        decode_slots=c.rollout.decode_slots,  # likewise
     )
 
 

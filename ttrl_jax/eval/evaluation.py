@@ -51,6 +51,7 @@ class EvalSettings:
     clustering: str = "semantic"
     seed: int = 0
     head_dtype: str = ""  # the sampler's LM-head operand dtype ("": the params')
+    decode_slots: int = -1  # decode-engine slots (-1: the default rule, 0: static decoder)
 
 
 def find_checkpoint_dir(path: str) -> str | None:
@@ -129,6 +130,7 @@ def _generate(
         settings.top_p if temperature > 0 else 1.0,
         settings.top_k,
         settings.head_dtype or None,
+        None if settings.decode_slots < 0 else settings.decode_slots,
     )
     texts: list[list[str]] = []
     bsz = settings.prompts_per_batch
