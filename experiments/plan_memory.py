@@ -106,6 +106,14 @@ def _describe(name, cfg, plan) -> str:
     return f"{model}\n{mesh}\n{batch}"
 
 
+def _backend() -> str | None:
+    """The backend the plan is for: the --accelerator's (the default slot rule differs
+    between CPU and GPU / TPU), else None (this machine's)."""
+    if not FLAGS.accelerator:
+        return None
+    return "tpu" if FLAGS.accelerator.startswith("v") else "gpu"
+
+
 def main(argv):
     del argv
     from ttrl_jax.planner import memory
@@ -133,6 +141,7 @@ def main(argv):
             FLAGS.prompts * FLAGS.votes,
             None if FLAGS.decode_slots < 0 else FLAGS.decode_slots,
             FLAGS.response_len,
+            backend=_backend(),
         ),
     )
     hbm = FLAGS.hbm_gib or (memory.HBM_GIB[FLAGS.accelerator] if FLAGS.accelerator else None)

@@ -83,6 +83,13 @@ def test_decode_slots_scale_only_the_response_cache():
                 assert a.nbytes == b.nbytes, a.name
     with pytest.raises(ValueError, match="decode_slots"):
         mm.Plan(prompts=2, votes=4, trained=2, minibatches=1, decode_slots=9)
+    # the searches over M keep the slots' share of B x M: S = B x M plans like static
+    quarter = mm.with_votes(dataclasses.replace(PLAN, decode_slots=n // 4), 32, 32)
+    assert quarter.decode_slots == PLAN.prompts * 32 // 4
+    budget = 40 * mm.GIB
+    everything = dataclasses.replace(PLAN, decode_slots=n)
+    assert mm.max_votes(QWEN_7B, everything, budget) == mm.max_votes(QWEN_7B, PLAN, budget)
+    assert mm.max_votes(QWEN_7B, quarter, budget) > mm.max_votes(QWEN_7B, PLAN, budget)
 
 
 def test_kv_cache_formulas():
@@ -174,6 +181,7 @@ def test_cli_prints_the_plan_and_rejects_bad_values():
         "prompt KV cache",
         "95 GiB per device: fits",
         "largest M x T per prompt",
+        "decode engine, S=512 slots",  # the default rule of the accelerator, not this CPU's
     ):
         assert text in out.stdout
     bad = _cli("--preset=qwen2.5-math-1.5b", "--micro_batch=5")

@@ -399,10 +399,20 @@ def _largest(fits, lo: int, hi: int) -> int:
     return lo
 
 
+def with_votes(plan: Plan, votes: int, trained: int) -> Plan:
+    """``plan`` with M = ``votes`` and N = ``trained``; the engine's slots keep their share
+    of the B x M samples, rounded up to a multiple of 8 as `sampling.slots_for`'s default
+    rounds them (a slot count the batch shards do not divide would be replicated)."""
+    slots = plan.decode_slots
+    if slots:
+        slots = min(plan.prompts * votes, 8 * -(-slots * votes // (8 * plan.votes)))
+    return dataclasses.replace(plan, votes=votes, trained=trained, decode_slots=slots)
+
+
 def max_votes(cfg: ModelConfig, plan: Plan, budget: int, limit: int = 1 << 16) -> int:
     """Largest M (>= N, T fixed) whose peak fits ``budget`` bytes; < N if none does."""
     n = plan.trained or plan.votes
-    fits = lambda m: estimate(cfg, dataclasses.replace(plan, votes=m, trained=n)).peak <= budget
+    fits = lambda m: estimate(cfg, with_votes(plan, m, n)).peak <= budget
     return _largest(fits, max(n, 1), limit)
 
 
