@@ -112,10 +112,10 @@ def attention_block_size(max_len: int, block: int | None = None) -> int:
     """The own-cache block of the decode attention, checked against T (None or 0: read
     all T slots every step).
 
-    On the XLA CPU at T = 1024 with the 11M model (where the LM head, not the KV reads,
-    dominates a step) blocked reads measured 0.88-0.93x the full read's speed
-    (`benchmarks/bench_lengths.py`, BENCHMARKS.md); they pay off for long T with large
-    KV caches, where reading the unfilled slots dominates."""
+    On the XLA CPU at T = 1024 with the 11M model blocked reads measured 0.94x the full
+    read's speed in the static decoder and 0.77-0.98x in the engine, whose longest live
+    slot is nearly always long (`benchmarks/bench_lengths.py`, BENCHMARKS.md); they are
+    meant for long T with large KV caches, where reading the unfilled slots dominates."""
     block = block or 0
     if block and max_len % block:
         raise ValueError(f"attention block {block} does not divide max_len {max_len}")
@@ -273,7 +273,8 @@ def empty_cache(cfg: ModelConfig, rows: tuple[int, int], t: int, dt, axes) -> di
 
 
 class DecodeState(NamedTuple):
-    """The static decoder's loop state (`sampling.decode`, donated). Shapes: B prompts, M samples, T max tokens."""
+    """The static decoder's loop state (`sampling.decode`, donated). Shapes: B prompts,
+    M samples, T max tokens."""
 
     tokens: jax.Array  # [B, M, T] int32
     logprobs: jax.Array  # [B, M, T] f32

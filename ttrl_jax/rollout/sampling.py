@@ -215,7 +215,7 @@ def sample(
       max_len: T; default the power-of-two bucket of ``max_new_tokens`` (at least 16).
       prompt_len: pad P up to this (default its power-of-two bucket, at least 32); P if
         P is larger.
-      unstack_layers: see `decode`.
+      unstack_layers: see `decode` (the static decoder; the engine always slices once).
       block: vocabulary block size of the exact two-stage draw.
       cache_dtype: KV-cache dtype (default: `default_cache_dtype`).
       head_dtype: LM-head operand dtype (default: the params'); see `head_logits`.
