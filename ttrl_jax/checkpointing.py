@@ -333,28 +333,37 @@ class Checkpointer:
         candidates = sorted((s for s in self.all_steps() if s <= step), reverse=True)
         if not latest:
             candidates = [step]
+
+        def read(cand):
+            self.check_compatible(cand, params_like, opt_like)
+            return self._restore_step(cand, params_like, opt_state_like, with_opt_state)
+
+        return self._newest_readable(candidates, read, list_others=not latest)
+
+    def _newest_readable(self, candidates: list[int], read, list_others: bool = False):
+        """``read(step)`` for the candidate steps in order until one succeeds; the steps
+        that failed before it are reported (and set aside) once each. A
+        `CheckpointMismatchError` (this run's model differs) is raised at once; when no
+        step reads, `UnreadableCheckpointError` names the first that failed (and, with
+        ``list_others``, the steps that remain)."""
         failures: list[tuple[int, BaseException]] = []
         for cand in candidates:
             try:
-                self.check_compatible(cand, params_like, opt_like)
+                out = read(cand)
             except CheckpointMismatchError:
                 raise
-            except Exception as e:  # noqa: BLE001 -- unreadable metadata
-                failures.append((cand, e))
-                continue
-            try:
-                out = self._restore_step(cand, params_like, opt_state_like, with_opt_state)
             except Exception as e:  # noqa: BLE001 -- any failure means an unreadable step
                 failures.append((cand, e))
                 continue
-            # an older step restored with the same settings: the newer ones are damaged
+            # an older step read with the same settings: the newer ones are damaged
             for bad, e in failures:
                 self._warn_unreadable(bad, e)
             return out
         bad, e = failures[0]
+        others = [s for s in self.all_steps() if s != bad]
         raise UnreadableCheckpointError(
             f"{self.directory}: checkpoint step {bad} cannot be restored ({_first_line(e)})"
-            + ("" if latest else f"; restorable steps: {[s for s in self.all_steps() if s != bad]}")
+            + (f"; restorable steps: {others}" if list_others else "")
         ) from e
 
     def _read_meta(self, step: int) -> dict:
@@ -368,20 +377,7 @@ class Checkpointer:
         if which is not None and which != "latest":
             return self._read_meta(self.resolve(which))
         self.resolve("latest")  # FileNotFoundError without any step
-        failures = []
-        for cand in sorted(self.all_steps(), reverse=True):
-            try:
-                meta = self._read_meta(cand)
-            except Exception as e:  # noqa: BLE001 -- unreadable metadata
-                failures.append((cand, e))
-                continue
-            for bad, e in failures:
-                self._warn_unreadable(bad, e)
-            return meta
-        bad, e = failures[0]
-        raise UnreadableCheckpointError(
-            f"{self.directory}: checkpoint step {bad} cannot be restored ({_first_line(e)})"
-        ) from e
+        return self._newest_readable(sorted(self.all_steps(), reverse=True), self._read_meta)
 
     def close(self) -> None:
         self._manager.wait_until_finished()
