@@ -38,13 +38,15 @@ $(BENCH_STAMP): $(CORE_STAMP)
 
 install: $(TEST_STAMP) $(BENCH_STAMP)
 
-# two xdist workers, a test file per worker (module fixtures build once)
+# two xdist workers, a test file at a time (module fixtures build once), the longest
+# files first (tests/conftest.py orders them; xdist would reorder by test count)
+XDIST := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 test: $(TEST_STAMP)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q $(XDIST) --durations=15 $(PYTEST_ARGS) tests
 
 # the fast tier for a change-test loop: everything but the tests marked slow
 test-fast: $(TEST_STAMP)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q $(XDIST) -m "not slow" $(PYTEST_ARGS) tests
 
 demo: $(CORE_STAMP)
 	$(PY) -m experiments.demo

@@ -154,8 +154,8 @@ def test_model_gradients_with_kernels_match_the_plain_math(remat, monkeypatch):
     """The whole model's gradient (left padding, scan or unrolled layers, remat) with the
     CPU kernels on (the MLP's VJP, the projections' `dense`, the biases' and norm gains'
     fp32 sums) matches the plain math under autodiff -- the path GPUs, TPUs and
-    ``TTRL_CPU_KERNELS=off`` take: in fp32 to float rounding; in bf16, jitted, both are
-    held against the fp32 gradient."""
+    ``TTRL_CPU_KERNELS=off`` take: in fp32 to float rounding; in bf16 both are held
+    against the fp32 gradient."""
     cfg = dataclasses.replace(CFG, num_layers=5)  # > UNROLL_MAX_LAYERS: scanned
     for c in (CFG, cfg):
         params = tfm.init_params(c, jax.random.key(3), std=0.2)
@@ -173,7 +173,7 @@ def test_model_gradients_with_kernels_match_the_plain_math(remat, monkeypatch):
             with monkeypatch.context() as m:
                 m.setenv("TTRL_CPU_KERNELS", mode)
                 assert (tfm.ops_for(jnp.bfloat16) == tfm.PLAIN) == (mode == "off")
-                grads[mode] = jax.grad(loss)(params), jax.jit(jax.grad(loss))(bf)
+                grads[mode] = jax.jit(jax.grad(loss))(params), jax.jit(jax.grad(loss))(bf)
         (g_on, h_on), (g_off, h_off) = grads["on"], grads["off"]
         for a, b in zip(jax.tree.leaves(g_on), jax.tree.leaves(g_off)):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(b))))

@@ -82,6 +82,7 @@ def test_lr_1e30_keeps_the_good_checkpoints_and_names_the_last(setup, tmp_path):
     assert all(r["actor/update_ratio"] > 1e20 for r in diverged)
 
 
+@pytest.mark.slow
 def test_without_the_check_lr_1e30_explodes_the_params(setup, tmp_path):
     """The test above can fail: with guard.max_update_ratio=0 the same update is finite
     and accepted, and the params blow up (max |p| ~ 1e29)."""

@@ -60,6 +60,7 @@ def check_ends(out, eos=EOS, pad=0):
 
 
 @pytest.mark.parametrize("key", [0, 1])
+@pytest.mark.slow
 def test_independent_of_slot_count_and_equal_to_static(model, prompts, key):
     """S = 1, 3 and B*M give the same samples (keyed by sample and token index, not by
     slot or refill order) and these equal the static decoder's; lengths end at EOS."""
@@ -74,6 +75,7 @@ def test_independent_of_slot_count_and_equal_to_static(model, prompts, key):
         np.testing.assert_allclose(out.logprobs, static.logprobs, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_every_sample_produced_once(model, prompts):
     """With one slot, the loop runs exactly one iteration per generated token after the
     first (drawn at the prefill): no sample is skipped or decoded twice; with S slots it
@@ -90,6 +92,7 @@ def test_every_sample_produced_once(model, prompts):
     np.testing.assert_array_equal(ones.tokens[..., 0], out1.tokens[..., 0])
 
 
+@pytest.mark.slow
 def test_tail_phases_halve_the_slots_without_changing_samples(model, prompts):
     """Once the queue is empty, `decode_all` moves the live slots to half as many: the
     samples stay the static decoder's, the work (slot-steps) drops below one phase's."""
@@ -115,6 +118,7 @@ def test_tail_phases_halve_the_slots_without_changing_samples(model, prompts):
     assert int(phased.slot_steps) >= int(static.lengths.sum()) - B * M
 
 
+@pytest.mark.slow
 def test_greedy_equals_static_and_blocked_reads(model, prompts):
     greedy = sampling.sampling_params(greedy=True)
     static = run(model, prompts, 0, sampling=greedy, eos_ids=())
@@ -124,6 +128,7 @@ def test_greedy_equals_static_and_blocked_reads(model, prompts):
     assert (static.lengths == T).all()
 
 
+@pytest.mark.slow
 def test_matches_static_decoder_at_scale(model, prompts):
     """fp32, temperature 1, EOS on, 3 x 32 samples of up to 64 tokens: at least 99 % of
     the engine's samples equal the static decoder's token for token."""
@@ -188,6 +193,7 @@ def test_no_recompile_across_length_mixes(model, prompts):
     assert (engine.start._cache_size(), engine.run._cache_size()) == sizes
 
 
+@pytest.mark.slow
 def test_same_samples_on_one_and_eight_devices(model, prompts, tmp_path):
     """The slot axis split over 8 data shards (S = 8, 16) gives the single-device
     samples."""

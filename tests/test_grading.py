@@ -219,6 +219,7 @@ def test_worker_audit_hook_blocks_side_effects(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_parent_process_never_imports_sympy():
     """Grading, voting and rewards run in the trainer without sympy or math-verify."""
     code = (
@@ -484,6 +485,7 @@ def test_corpus_agreement_and_single_calls():
     _assert_corpus_agreement("corpus", CASES, got, every=7)
 
 
+@pytest.mark.slow
 def test_heldout_corpus_agreement():
     """A second corpus, written apart from the code (see grading_corpus_heldout)."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

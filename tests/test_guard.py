@@ -90,6 +90,7 @@ def test_guard_with_a_loose_target_changes_nothing(setup, tmp_path):  # noqa: F8
     )
 
 
+@pytest.mark.slow
 def test_guard_undoes_steps_that_overshoot_and_resumes_its_scale(setup, tmp_path):  # noqa: F811
     """A target no update can meet: every attempt is undone (params unchanged), each
     retry halves the scale, and the scale is restored on resume."""

@@ -128,6 +128,7 @@ def test_bad_plans_are_rejected():
         mm.Plan(param_dtype="int8")
 
 
+@pytest.mark.slow
 def test_compiled_memory_agrees_with_the_estimate():
     cfg = ModelConfig(
         model_type="qwen2",

@@ -9,9 +9,10 @@ import sys
 
 import jax
 import numpy as np
+import procs
 import pytest
-
 import tiny_models
+
 from ttrl_jax import checkpointing, metrics, models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,12 +36,11 @@ def _cmd(model, data, out, extra=()):
 
 
 def _run(cmds, devices, tmp_path, name):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    env = procs.child_env(devices)
     logs = [open(tmp_path / f"{name}{i}.log", "w") for i in range(len(cmds))]
-    procs = [subprocess.Popen(c, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
-             for c, f in zip(cmds, logs)]
-    codes = [p.wait(timeout=600) for p in procs]
+    children = [subprocess.Popen(c, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
+                for c, f in zip(cmds, logs)]
+    codes = [p.wait(timeout=600) for p in children]
     for f in logs:
         f.close()
     texts = [open(f.name).read() for f in logs]

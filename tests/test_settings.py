@@ -41,6 +41,7 @@ def test_reward_to_go_needs_kl_in_reward(setup, tmp_path):  # noqa: F811
 
 
 @pytest.mark.parametrize("to_go", [False, True])
+@pytest.mark.slow
 def test_kl_in_reward_shape_reaches_the_advantages(setup, tmp_path, monkeypatch, to_go):  # noqa: F811
     """Two steps with the KL in the reward: the trainer's advantages are exactly
     `rl.kl_in_reward_advantages` with the configured ``reward_to_go``, and once the

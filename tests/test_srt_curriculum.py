@@ -133,6 +133,7 @@ def test_config_validates_the_new_keys(setup, tmp_path):
 # ----------------------------------------------------------------- trainer
 
 
+@pytest.mark.slow
 def test_trainer_curriculum_votes_once_caches_and_resumes(setup, tmp_path, monkeypatch):
     out = tmp_path / "run"
     c = _config(setup, out, **{"data.curriculum_fraction": 0.5, "train.steps": 1})

@@ -10,6 +10,7 @@ import time
 
 import jax
 import numpy as np
+import procs
 import pytest
 import tiny_models
 
@@ -60,6 +61,7 @@ def three_steps(setup, tmp_path_factory):
     return out, tr, before, after, last
 
 
+@pytest.mark.slow
 def test_three_step_run_writes_metrics_events_and_checkpoints(three_steps):
     tmp_path, tr, before, after, last = three_steps
     assert tr.step == 3
@@ -141,10 +143,11 @@ def _launch(setup, out, steps, extra=()):
         "--config.mesh.data=1",
         *extra,
     ]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
     os.makedirs(out, exist_ok=True)
     log = open(os.path.join(out, f"stdout-{time.monotonic_ns()}.log"), "w")  # no pipe to fill
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        args, cwd=ROOT, env=procs.child_env(), stdout=log, stderr=subprocess.STDOUT
+    )
     proc.log_path = log.name
     return proc
 
@@ -156,26 +159,36 @@ def _output(proc, timeout=300):
 
 
 @pytest.mark.slow
-def test_sigkill_and_resume_is_bitwise_identical(setup, tmp_path):
-    steps = 20
-    ref = _launch(setup, tmp_path / "ref", steps)
+def test_sigkill_and_resume_is_bitwise_identical_and_writes_every_step_once(setup, tmp_path):
+    """A real SIGKILL after metric rows past the last checkpoint were written: the resumed
+    run ends bitwise equal to an uninterrupted one (params and optimizer state) and its
+    metrics.jsonl holds every step once (the trainer passes ``resume_step`` to its
+    MetricWriter: issue #21)."""
+    steps, every = 12, ("--config.train.save_every=4",)
+    ref = _launch(setup, tmp_path / "ref", steps, every)
     out = tmp_path / "crash"
-    proc = _launch(setup, out, steps)
-    ckdir = out / "checkpoints"
+    proc = _launch(setup, out, steps, every)
+    ckdir, rows = out / "checkpoints", out / "metrics.jsonl"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
-        if ckdir.is_dir() and any(d.isdigit() and int(d) >= 2 for d in os.listdir(ckdir)):
+        text = rows.read_text() if rows.exists() else ""
+        written = [json.loads(l)["step"] for l in text.splitlines()[:-1]]  # whole rows
+        if (ckdir / "4").is_dir() and written and max(written) >= 5:
             break
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     killed_at = checkpointing.Checkpointer(ckdir, read_only=True).latest_step()
-    assert 2 <= killed_at < steps
-    resumed = _launch(setup, out, steps)
+    written = [json.loads(l)["step"] for l in rows.read_text().splitlines()[:-1]]
+    assert killed_at == 4 and max(written) > killed_at, (killed_at, written)
+    resumed = _launch(setup, out, steps, every)
     log = _output(resumed)
     assert resumed.returncode == 0, log
     assert "resumed from" in log, log
+    assert [json.loads(l)["step"] for l in rows.read_text().splitlines() if l.strip()] == list(
+        range(1, steps + 1)
+    )
     ref_log = _output(ref)
     assert ref.returncode == 0, ref_log
     a = checkpointing.Checkpointer(tmp_path / "ref" / "checkpoints", read_only=True)
@@ -202,6 +215,7 @@ def test_launcher_bad_config_exits_nonzero_with_one_line(setup, tmp_path, extra,
     assert len(errors) == 1 and needle in errors[0], out
 
 
+@pytest.mark.slow
 def test_evaluate_orbax_checkpoint_end_to_end(setup, three_steps):
     from ttrl_jax.data import load_records
     from ttrl_jax.eval import evaluation
@@ -242,6 +256,7 @@ def test_evaluate_orbax_checkpoint_end_to_end(setup, three_steps):
     assert os.path.getsize(png) > 1000
 
 
+@pytest.mark.slow
 def test_export_orbax_to_hf_loads_in_transformers(three_steps):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -261,7 +276,7 @@ def test_export_orbax_to_hf_loads_in_transformers(three_steps):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        env={**os.environ, "XLA_FLAGS": ""},
+        env=procs.child_env(),
     )
     assert proc.returncode == 0, proc.stderr
     hf = AutoModelForCausalLM.from_pretrained(out / "export", dtype=torch.float32)
@@ -273,6 +288,7 @@ def test_export_orbax_to_hf_loads_in_transformers(three_steps):
     np.testing.assert_allclose(np.asarray(ours), ref, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_early_stopping_on_validation_metric_keeps_the_best_and_survives_resume(setup, tmp_path):
     """SRT's early stopping: stop after `patience` evaluations without a gain; the best
     checkpoint is the one with the highest validation metric; a resumed run stays stopped."""
@@ -304,6 +320,7 @@ def test_early_stopping_on_validation_metric_keeps_the_best_and_survives_resume(
     assert again.step == 8  # resumed as stopped: no further training
 
 
+@pytest.mark.slow
 def test_early_stopping_keeps_the_starting_model_when_every_step_is_worse(setup, tmp_path):
     """Step 0 is a candidate: a run that only gets worse stops early and its best
     checkpoint is the model it started from (restorable, equal to the base)."""

@@ -1,0 +1,32 @@
+"""Environments for the processes tests launch: the suite's compile flags for tests of
+the library's logic, a user's flags for tests of a learning claim."""
+
+from __future__ import annotations
+
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The suite's programs are tiny: compiling them costs far more than running them. XLA's
+# CPU backend compiles them ~3x faster with LLVM's optimisation off and the classic
+# (pre-MLIR) fusion emitters; they compute the same functions (`tests/conftest.py`).
+TEST_XLA_FLAGS = (
+    "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true "
+    "--xla_cpu_use_fusion_emitters=false"
+)
+
+
+def child_env(devices: int = 1, **extra: str) -> dict[str, str]:
+    """A child JAX process on the CPU with ``devices`` fake devices and the suite's
+    compile flags; it inherits the run's compilation cache (`conftest`)."""
+    flags = TEST_XLA_FLAGS
+    if devices > 1:
+        flags = f"--xla_force_host_platform_device_count={devices} {flags}"
+    return {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": flags, "PYTHONPATH": ROOT, **extra}
+
+
+def user_env(**extra: str) -> dict[str, str]:
+    """A child process as a user runs it: one CPU device, XLA's default flags."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT, **extra}
+    env.pop("XLA_FLAGS", None)
+    return env
