@@ -14,6 +14,9 @@ TEST_STAMP := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
 TEST_WORKERS ?= 2
 PYTEST_ARGS ?=
+# no byte-compiling of every installed file (torch alone has thousands): Python compiles
+# and caches what is imported, once (a fresh install on 2 cores: 40 s instead of 93 s)
+PIP := $(PY) -m pip install -q --no-compile
 
 .PHONY: test test-fast demo demo-robustness demo-guard demo-srt install bench bench-smoke clean-venv
 
@@ -21,19 +24,19 @@ PYTEST_ARGS ?=
 # not download them; on most machines PyPI's torch is the multi-GB CUDA build)
 $(CORE_STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -c requirements/constraints.txt -e .
+	$(PIP) -c requirements/constraints.txt -e .
 	touch $(CORE_STAMP)
 
 # tests add the test extra, benchmarks the bench extra, each with its own stamp: torch
 # is only a test/bench dependency (parity checks); 2.13.0 is the CPU build on this image
 $(TEST_STAMP): $(CORE_STAMP)
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -c requirements/constraints.txt -e ".[test]"
+	$(PIP) torch==2.13.0
+	$(PIP) -c requirements/constraints.txt -e ".[test]"
 	touch $(TEST_STAMP)
 
 $(BENCH_STAMP): $(CORE_STAMP)
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -c requirements/constraints.txt -e ".[bench]"
+	$(PIP) torch==2.13.0
+	$(PIP) -c requirements/constraints.txt -e ".[bench]"
 	touch $(BENCH_STAMP)
 
 install: $(TEST_STAMP) $(BENCH_STAMP)
