@@ -35,6 +35,7 @@ flags.DEFINE_integer("max_problems", 0, "Evaluate only the first N problems (0: 
 flags.DEFINE_bool("greedy", True, "Also greedy pass@1.")
 flags.DEFINE_string("system_prompt", "", "System prompt (Qwen2.5-Math: 'Please reason ...').")
 flags.DEFINE_string("suffix", "", "Instruction appended to each problem.")
+flags.DEFINE_bool("enable_thinking", True, "The chat template's thinking switch (Qwen3).")
 flags.DEFINE_string("task", "math", "Answer task: math, multiple_choice or module:function.")
 flags.DEFINE_string("out", "eval_out", "Output directory.")
 flags.DEFINE_string("plot", "", "A metrics.jsonl to plot instead of evaluating.")
@@ -91,6 +92,7 @@ def main(argv):
         prompts_per_batch=FLAGS.prompts_per_batch,
         max_prompt_tokens=FLAGS.max_prompt_tokens,
         system_prompt=FLAGS.system_prompt,
+        enable_thinking=FLAGS.enable_thinking,
         suffix=FLAGS.suffix,
         task=FLAGS.task,
     )

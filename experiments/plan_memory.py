@@ -26,7 +26,7 @@ flags.DEFINE_string("model_config", None, "An HF config.json (or the model direc
 flags.DEFINE_enum(
     "preset",
     None,
-    ["qwen2.5-math-1.5b", "qwen2.5-math-7b"],
+    ["qwen2.5-math-1.5b", "qwen2.5-math-7b", "qwen3-1.7b"],
     "A built-in architecture instead of --model_config.",
 )
 flags.DEFINE_integer("data", 1, "mesh.data")

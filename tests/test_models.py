@@ -28,6 +28,25 @@ def llama_dir(tmp_path_factory):
     return tiny_models.make_llama3(tmp_path_factory.mktemp("llama3"))
 
 
+@pytest.fixture(scope="module")
+def qwen3_dirs(tmp_path_factory):
+    """Untied (the default of the larger Qwen3s) and tied (0.6B-4B) embeddings."""
+    return {
+        tie: tiny_models.make_qwen3(tmp_path_factory.mktemp(f"qwen3_{tie}"), tie=tie)
+        for tie in (False, True)
+    }
+
+
+@pytest.fixture
+def model_dir(request, qwen_dir, llama_dir, qwen3_dirs):
+    return {
+        "qwen": qwen_dir,
+        "llama": llama_dir,
+        "qwen3": qwen3_dirs[False],
+        "qwen3_tied": qwen3_dirs[True],
+    }[request.param]
+
+
 def hf_logits(path, tokens, mask):
     hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     with torch.no_grad():
@@ -41,22 +60,31 @@ def batch(seed=0, lengths=(12, 7, 3, 12), vocab=96):
     return tiny_models.left_padded_batch(np.random.RandomState(seed), lengths, vocab)
 
 
-@pytest.mark.parametrize("which", ["qwen", "llama"])
-def test_logit_parity_left_padded(which, qwen_dir, llama_dir):
-    path = qwen_dir if which == "qwen" else llama_dir
-    model = models.load_hf(path, dtype="float32")
+@pytest.mark.parametrize(
+    "model_dir", ["qwen", "llama", "qwen3", "qwen3_tied"], indirect=True, ids=str
+)
+def test_logit_parity_left_padded(model_dir):
+    model = models.load_hf(model_dir, dtype="float32")
     cfg = model.config
-    if which == "qwen":
+    if cfg.model_type == "qwen2":
         assert cfg.qkv_bias and cfg.tie_word_embeddings and "lm_head" not in model.params()
         assert float(jnp.abs(model.params()["layers"]["bq"]).max()) > 0.01
+    elif cfg.model_type == "qwen3":
+        assert cfg.qk_norm and not cfg.qkv_bias and not cfg.o_bias
+        assert cfg.head_dim * cfg.num_heads != cfg.hidden_size  # Dh set apart from D / H
+        assert ("lm_head" in model.params()) != cfg.tie_word_embeddings
+        gain = model.params()["layers"]["q_norm"]  # [layers, Dh], randomised around 1
+        assert gain.shape == (cfg.num_layers, cfg.head_dim)
+        assert float(jnp.abs(gain - 1).max()) > 0.05
     else:
         assert cfg.rope_scaling_dict["rope_type"] == "llama3" and not cfg.tie_word_embeddings
     tokens, mask = batch()
     ours = np.asarray(models.logits(model, tokens, mask))
-    ref = hf_logits(path, tokens, mask)
+    ref = hf_logits(model_dir, tokens, mask)
     assert ours.dtype == np.float32 and ours.shape == ref.shape
     valid = mask.astype(bool)
     assert np.abs(ours - ref)[valid].max() <= 1e-4
+    assert model.config.num_params() == sum(x.size for x in jax.tree.leaves(model.params()))
 
 
 def test_llama3_rope_scaling_changes_frequencies(llama_dir):
@@ -138,18 +166,22 @@ def test_token_logprobs_chunked_equals_full_softmax(llama_dir):
         np.testing.assert_allclose(ent, -(np.exp(logp) * logp).sum(-1), atol=1e-5)
 
 
-@pytest.mark.parametrize("which", ["qwen", "llama"])
-def test_export_roundtrip_transformers(which, qwen_dir, llama_dir, tmp_path):
-    path = qwen_dir if which == "qwen" else llama_dir
+@pytest.mark.parametrize("model_dir", ["qwen", "llama", "qwen3"], indirect=True, ids=str)
+def test_export_roundtrip_transformers(model_dir, tmp_path):
+    path = model_dir
     model = models.load_hf(path, dtype="float32")
     out = tmp_path / "export"
     models.save_hf(model, out, max_shard_bytes=20_000)  # force several shards + index
     assert (out / "model.safetensors.index.json").exists()
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["model_type"] == model.config.model_type
+    assert saved["architectures"] == [type(AutoModelForCausalLM.from_pretrained(path)).__name__]
     tokens, mask = batch(seed=3)
     np.testing.assert_allclose(
         hf_logits(str(out), tokens, mask), hf_logits(path, tokens, mask), atol=1e-6
     )
     again = models.load_hf(out, dtype="float32")
+    assert again.config == model.config
     for a, b in zip(jax.tree.leaves(model.params()), jax.tree.leaves(again.params())):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
@@ -294,3 +326,59 @@ def test_tokenizer_chat_template_and_stop_ids(tmp_path):
     assert tokens.shape == (2, 16) and mask[1].sum() == len(ids[1]) and mask[1, -1] == 1
     with pytest.raises(FileNotFoundError):
         load_tokenizer(tmp_path / "missing")
+
+
+def test_qwen3_thinking_switch_and_stop_ids(tmp_path):
+    """Qwen3's chat-template switch reaches the prompts (trainer and evaluation build
+    them with `build_prompts`): off opens the answer with an empty think block, on (the
+    default) renders as a template without the switch; Qwen3's generation config stops
+    at <|im_end|> and <|endoftext|>."""
+    from transformers import AutoTokenizer
+
+    from ttrl_jax.data import build_prompts
+    from ttrl_jax.models.tokenizer import load_tokenizer
+
+    path, _ = tiny_models.make_tokenizer(
+        tmp_path / "tok", chat_template=tiny_models.THINKING_TEMPLATE
+    )
+    plain, _ = tiny_models.make_tokenizer(tmp_path / "plain")
+    hf = AutoTokenizer.from_pretrained(path)
+    eos = [hf.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
+    (tmp_path / "tok" / "generation_config.json").write_text(json.dumps({"eos_token_id": eos}))
+    info = load_tokenizer(path)
+    assert set(info.eos_ids) == set(eos)
+    records = [
+        {"problem": "What is 12 + 7 ?", "id": "a"},
+        {"problem": "What is 1 + 2 ?", "id": "b"},
+    ]
+    on = build_prompts(records, info.tokenizer, max_prompt_tokens=64, suffix="Box it.")
+    off = build_prompts(
+        records, info.tokenizer, max_prompt_tokens=64, suffix="Box it.", enable_thinking=False
+    )
+    same = build_prompts(
+        records, load_tokenizer(plain).tokenizer, max_prompt_tokens=64, suffix="Box it."
+    )
+    for a, b, c in zip(on.texts, off.texts, same.texts):
+        assert a == c and a.endswith("<|im_start|>assistant\n")
+        assert b == a + "<think>\n\n</think>\n\n"
+    assert [len(t) for t in off.token_ids] > [len(t) for t in on.token_ids]
+    msgs = [{"role": "user", "content": "What is 12 + 7 ?"}]
+    assert info.chat_prompt("What is 12 + 7 ?", enable_thinking=False) == hf.apply_chat_template(
+        msgs, tokenize=False, add_generation_prompt=True, enable_thinking=False
+    )
+
+
+def test_qwen3_config_fields_and_sliding_window_refused(qwen3_dirs):
+    with open(os.path.join(qwen3_dirs[False], "config.json")) as f:
+        raw = json.load(f)
+    cfg = config_from_hf(raw)
+    assert cfg.model_type == "qwen3" and cfg.qk_norm and cfg.head_dim == 16
+    assert not (cfg.qkv_bias or cfg.o_bias)
+    biased = config_from_hf({**raw, "attention_bias": True})
+    assert biased.qkv_bias and biased.o_bias
+    for bad in (
+        {"use_sliding_window": True},
+        {"layer_types": ["full_attention", "sliding_attention"]},
+    ):
+        with pytest.raises(ConfigError, match="sliding-window"):
+            config_from_hf({**raw, **bad})

@@ -85,12 +85,18 @@ def test_rejects_right_padding(qwen, prompts):
 # --------------------------------------------------------------------- parity
 
 
-@pytest.mark.parametrize("slots", [0, 5])  # the static decoder; the engine with 5 of 16 slots
-def test_greedy_matches_transformers_generate(qwen, prompts, slots):
+def _qwen3(tmp_path):
+    path = tiny_models.make_qwen3(tmp_path / "qwen3", eos_token_id=None, initializer_range=0.3)
+    return path, models.load_hf(path, dtype="float32")  # q/k norms, Dh = 2 D / H, untied
+
+
+# the static decoder; the engine with 5 of 16 slots
+@pytest.mark.parametrize("arch,slots", [("qwen2", 0), ("qwen2", 5), ("qwen3", 0), ("qwen3", 5)])
+def test_greedy_matches_transformers_generate(arch, slots, qwen, prompts, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
 
-    path, model = qwen
+    path, model = qwen if arch == "qwen2" else _qwen3(tmp_path)
     tokens, mask = prompts
     ours = run(
         model, tokens, mask, sampling=sampling.sampling_params(greedy=True), decode_slots=slots
@@ -140,11 +146,15 @@ def _model_logprobs(model, tokens, mask, out, temperature):
     return np.where(comp_mask, np.asarray(lp), 0.0).reshape(B, M, T)
 
 
-@pytest.mark.parametrize("arch,slots", [("qwen2", 0), ("qwen2", 5), ("llama3", 0), ("llama3", 3)])
+@pytest.mark.parametrize(
+    "arch,slots", [("qwen2", 0), ("qwen2", 5), ("llama3", 0), ("llama3", 3), ("qwen3", 5)]
+)
 def test_logprobs_equal_trainer_recompute(arch, slots, qwen, prompts, tmp_path):
     tokens, mask = prompts
     if arch == "qwen2":
         model = qwen[1]
+    elif arch == "qwen3":
+        model = _qwen3(tmp_path)[1]
     else:
         path = tiny_models.make_llama3(tmp_path / "llama", attention_bias=True, mlp_bias=True)
         model = models.load_hf(path, dtype="float32")  # untied head, llama3 rope, all biases

@@ -14,6 +14,13 @@ CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+# Qwen3's switch, as its template renders it: thinking off opens the answer with an empty
+# think block; on (or not given) leaves the answer open
+THINKING_TEMPLATE = CHAT_TEMPLATE.replace(
+    "{% endif %}",
+    "{% if enable_thinking is defined and enable_thinking is false %}"
+    "<think>\n\n</think>\n\n{% endif %}{% endif %}",
+)
 SPECIAL = ["<|pad|>", "<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
@@ -70,6 +77,48 @@ def make_qwen2(
     return os.fspath(path)
 
 
+def make_qwen3(
+    path,
+    *,
+    vocab_size=96,
+    hidden_size=32,
+    layers=2,
+    heads=4,
+    kv_heads=2,
+    head_dim=16,
+    intermediate_size=64,
+    tie=False,
+    seed=2,
+    eos_token_id=3,
+    **extra,
+):
+    """A random Qwen3 checkpoint: q/k RMSNorm per head, no q/k/v bias, a head_dim apart
+    from hidden / heads (16 vs 8), untied embeddings by default."""
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = Qwen3Config(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        head_dim=head_dim,
+        tie_word_embeddings=tie,
+        max_position_embeddings=512,
+        eos_token_id=eos_token_id,
+        pad_token_id=0,
+        bos_token_id=None,
+        **extra,
+    )
+    model = Qwen3ForCausalLM(cfg).eval()
+    _randomize(model, seed)
+    model.save_pretrained(path)
+    return os.fspath(path)
+
+
 def make_llama3(
     path,
     *,
@@ -116,7 +165,7 @@ def make_llama3(
     return os.fspath(path)
 
 
-def make_tokenizer(path, corpus=None):
+def make_tokenizer(path, corpus=None, chat_template=CHAT_TEMPLATE):
     """A small real BPE tokenizer (byte-level) with a Qwen-style chat template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -140,7 +189,7 @@ def make_tokenizer(path, corpus=None):
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|pad|>"
     )
-    fast.chat_template = CHAT_TEMPLATE
+    fast.chat_template = chat_template
     fast.save_pretrained(path)
     return os.fspath(path), len(fast)
 

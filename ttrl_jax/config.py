@@ -40,6 +40,9 @@ def default_config() -> ml_collections.ConfigDict:
     # (the samples attend to its k/v as a shared prefix) instead of once per sample
     c.model.shared_prompt_forward = True
     c.model.system_prompt = ""  # e.g. Qwen2.5-Math's "Please reason step by step, ..."
+    # the chat template's thinking switch (Qwen3: False opens the answer with an empty
+    # <think></think> block); templates without the switch ignore it
+    c.model.enable_thinking = True
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1  # -1: all devices not used by fsdp x tensor

@@ -148,6 +148,7 @@ def eval_settings(c: ml_collections.ConfigDict) -> evaluation.EvalSettings:
         max_prompt_tokens=c.data.max_prompt_tokens,
         prompt_bucket=c.data.prompt_bucket,
         system_prompt=c.model.system_prompt,
+        enable_thinking=c.model.enable_thinking,
         suffix=c.data.suffix,
         task=c.reward.task,
         clustering=c.reward.clustering,
@@ -229,6 +230,7 @@ class Trainer:
             suffix=c.data.suffix or None,
             system_prompt=c.model.system_prompt or None,
             on_too_long=c.data.on_too_long,
+            enable_thinking=c.model.enable_thinking,
         )
         self.mesh = sharding.make_mesh(c.mesh.data, c.mesh.fsdp, c.mesh.tensor)
         self.model = load_hf(c.model.path, dtype=c.model.dtype, mesh=self.mesh)
@@ -320,6 +322,7 @@ class Trainer:
             "data.dataset": c.data.dataset,
             "data.suffix": c.data.suffix,
             "model.system_prompt": c.model.system_prompt,
+            "model.enable_thinking": c.model.enable_thinking,
             "rollout.n_votes": c.rollout.n_votes,
             "rollout.temperature": c.rollout.temperature,
             "rollout.top_p": c.rollout.top_p,

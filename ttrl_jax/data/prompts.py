@@ -36,6 +36,9 @@ def make_messages(
         suffix: An instruction appended to the problem (e.g. ``SRT_SUFFIX``).
         system_prompt: An optional system message placed first.
         suffix_separator: What goes between problem and suffix.
+        enable_thinking: The template's thinking switch, passed as ``enable_thinking``
+            (Qwen3's template opens the answer with an empty think block when False;
+            a template that does not read it renders the same either way).
 
     Returns:
         ``[{"role": "system", ...}?, {"role": "user", "content": ...}]``.
@@ -77,6 +80,7 @@ def build_prompts(
     system_prompt: str | None = None,
     on_too_long: Literal["filter", "error"] = "filter",
     suffix_separator: str = " ",
+    enable_thinking: bool = True,
 ) -> Prompts:
     """Chat-templates and tokenizes the records' problems.
 
@@ -89,6 +93,9 @@ def build_prompts(
         on_too_long: ``"filter"`` leaves longer prompts out and logs their
             count (also in ``Prompts.too_long_ids``); ``"error"`` raises.
         suffix_separator: What goes between problem and suffix.
+        enable_thinking: The template's thinking switch, passed as ``enable_thinking``
+            (Qwen3's template opens the answer with an empty think block when False;
+            a template that does not read it renders the same either way).
 
     Returns:
         The kept prompts, with their records.
@@ -116,7 +123,9 @@ def build_prompts(
             system_prompt=system_prompt,
             suffix_separator=suffix_separator,
         )
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True, enable_thinking=enable_thinking
+        )
         ids = list(tokenizer.encode(text, add_special_tokens=False))
         if len(ids) > max_prompt_tokens:
             too_long.append(str(record[ID]))

@@ -46,6 +46,7 @@ class EvalSettings:
     max_prompt_tokens: int = 1024
     prompt_bucket: int = 64
     system_prompt: str = ""
+    enable_thinking: bool = True
     suffix: str = ""
     task: str = "math"
     clustering: str = "semantic"
@@ -187,6 +188,7 @@ def evaluate(
         max_prompt_tokens=settings.max_prompt_tokens,
         suffix=settings.suffix or None,
         system_prompt=settings.system_prompt or None,
+        enable_thinking=settings.enable_thinking,
     )
     recs = prompts.records
     golds = [r["answer"] for r in recs]

@@ -75,6 +75,8 @@ def _mapping(cfg: ModelConfig) -> dict[str, tuple[str, Callable, Callable]]:
         "bk": (pre + "self_attn.k_proj.bias", lambda w: w.reshape(k, dh), lambda w: w.reshape(-1)),
         "bv": (pre + "self_attn.v_proj.bias", lambda w: w.reshape(k, dh), lambda w: w.reshape(-1)),
         "bo": (pre + "self_attn.o_proj.bias",) + ident,
+        "q_norm": (pre + "self_attn.q_norm.weight",) + ident,
+        "k_norm": (pre + "self_attn.k_norm.weight",) + ident,
         "w_gate": (pre + "mlp.gate_proj.weight", lambda w: w.T, lambda w: w.T),
         "w_up": (pre + "mlp.up_proj.weight", lambda w: w.T, lambda w: w.T),
         "w_down": (pre + "mlp.down_proj.weight", lambda w: w.T, lambda w: w.T),

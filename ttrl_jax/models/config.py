@@ -1,6 +1,7 @@
 """Model configuration: the decoder hyper-parameters read from an HF `config.json`.
 
-One frozen dataclass covers the Qwen2 / Qwen2.5 / Qwen2.5-Math and Llama-3 families.
+One frozen dataclass covers the Qwen2 / Qwen2.5 / Qwen2.5-Math, Qwen3 (dense) and Llama-3
+families.
 Both transformers 4.x (`rope_theta`, `rope_scaling` at top level) and 5.x
 (`rope_parameters` holding `rope_theta` and the scaling) layouts are understood.
 """
@@ -12,7 +13,12 @@ import json
 import os
 from typing import Any
 
-SUPPORTED_MODEL_TYPES = ("qwen2", "llama")
+SUPPORTED_MODEL_TYPES = ("qwen2", "qwen3", "llama")
+ARCHITECTURES = {
+    "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
+    "llama": "LlamaForCausalLM",
+}
 
 
 class ConfigError(ValueError):
@@ -24,22 +30,25 @@ class ModelConfig:
     """Decoder hyper-parameters.
 
     Attributes:
-      model_type: "qwen2" or "llama" (HF `model_type`).
+      model_type: "qwen2", "qwen3" or "llama" (HF `model_type`).
       vocab_size: V.
       hidden_size: D.
       intermediate_size: F, the SwiGLU width.
       num_layers: number of decoder blocks.
       num_heads: query heads H.
       num_kv_heads: key/value heads K (H % K == 0, grouped-query attention).
-      head_dim: Dh (defaults to D / H).
+      head_dim: Dh (defaults to D / H; Qwen3 sets it apart, e.g. 128 with D / H = 64).
       rms_norm_eps: epsilon inside RMSNorm.
       rope_theta: RoPE base.
       rope_scaling: None, or a sorted tuple of (key, value) pairs of the HF rope
         parameters with `rope_type` "llama3" (factor, low_freq_factor,
         high_freq_factor, original_max_position_embeddings).
       tie_word_embeddings: whether the LM head reuses the embedding matrix.
-      qkv_bias: biases on the q/k/v projections (always for Qwen2).
-      o_bias: bias on the output projection (Llama `attention_bias`).
+      qkv_bias: biases on the q/k/v projections (always for Qwen2; `attention_bias`
+        for Qwen3 and Llama).
+      o_bias: bias on the output projection (`attention_bias` for Qwen3 and Llama).
+      qk_norm: RMSNorm over Dh of every query and key head before RoPE, one gain of
+        size Dh shared by the heads (Qwen3).
       mlp_bias: biases in the MLP (Llama `mlp_bias`).
       max_position_embeddings: context length the checkpoint was trained for.
       hf_config: the raw `config.json` dict, kept for export (not compared).
@@ -60,6 +69,7 @@ class ModelConfig:
     qkv_bias: bool = False
     o_bias: bool = False
     mlp_bias: bool = False
+    qk_norm: bool = False
     max_position_embeddings: int = 32768
     hf_config: dict[str, Any] | None = dataclasses.field(
         default=None, compare=False, hash=False, repr=False
@@ -107,6 +117,8 @@ class ModelConfig:
             attn += h * dh + 2 * k * dh
         if self.o_bias:
             attn += d
+        if self.qk_norm:
+            attn += 2 * dh
         mlp = 3 * d * f + ((2 * f + d) if self.mlp_bias else 0)
         per_layer = attn + mlp + 2 * d
         head = 0 if self.tie_word_embeddings else d * self.vocab_size
@@ -167,8 +179,12 @@ def config_from_hf(cfg: dict[str, Any], where: str = "config.json") -> ModelConf
             f"{where}: unsupported model_type {model_type!r}; supported: "
             f"{', '.join(SUPPORTED_MODEL_TYPES)}"
         )
-    if cfg.get("use_sliding_window"):
-        raise ConfigError(f"{where}: use_sliding_window=true is not supported")
+    if cfg.get("use_sliding_window") or any(
+        t != "full_attention" for t in cfg.get("layer_types") or ()
+    ):
+        raise ConfigError(
+            f"{where}: sliding-window attention (use_sliding_window / layer_types) is not supported"
+        )
     act = cfg.get("hidden_act", "silu")
     if act != "silu":
         raise ConfigError(f"{where}: unsupported hidden_act {act!r} (only silu)")
@@ -195,6 +211,7 @@ def config_from_hf(cfg: dict[str, Any], where: str = "config.json") -> ModelConf
             qkv_bias=True if model_type == "qwen2" else bool(cfg.get("attention_bias", False)),
             o_bias=False if model_type == "qwen2" else bool(cfg.get("attention_bias", False)),
             mlp_bias=bool(cfg.get("mlp_bias", False)),
+            qk_norm=model_type == "qwen3",
             max_position_embeddings=int(cfg.get("max_position_embeddings", 32768)),
             hf_config=dict(cfg),
         )
@@ -220,7 +237,7 @@ def read_hf_config(path: str | os.PathLike) -> ModelConfig:
 def config_to_hf(cfg: ModelConfig, dtype: str = "float32") -> dict[str, Any]:
     """An HF `config.json` dict (transformers 5.x layout) describing `cfg`."""
     out = dict(cfg.hf_config or {})
-    arch = {"qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM"}[cfg.model_type]
+    arch = ARCHITECTURES[cfg.model_type]
     rope = {"rope_theta": cfg.rope_theta, "rope_type": "default"}
     if cfg.rope_scaling:
         rope.update(cfg.rope_scaling_dict)
@@ -245,7 +262,8 @@ def config_to_hf(cfg: ModelConfig, dtype: str = "float32") -> dict[str, Any]:
             "dtype": dtype,
         }
     )
-    if cfg.model_type == "llama":
+    if cfg.model_type != "qwen2":
         out["attention_bias"] = cfg.o_bias or cfg.qkv_bias
+    if cfg.model_type == "llama":
         out["mlp_bias"] = cfg.mlp_bias
     return out

@@ -29,14 +29,20 @@ class TokenizerInfo:
     eos_ids: tuple[int, ...]
     pad_id: int
 
-    def chat_prompt(self, user: str, system: str | None = None) -> str:
-        """The prompt text for one user turn, exactly as the HF chat template renders it."""
+    def chat_prompt(
+        self, user: str, system: str | None = None, enable_thinking: bool = True
+    ) -> str:
+        """The prompt text for one user turn, exactly as the HF chat template renders it
+        (``enable_thinking``: the template's thinking switch, as in Qwen3's)."""
         messages = ([{"role": "system", "content": system}] if system else []) + [
             {"role": "user", "content": user}
         ]
         if getattr(self.tokenizer, "chat_template", None):
             return self.tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True
+                messages,
+                tokenize=False,
+                add_generation_prompt=True,
+                enable_thinking=enable_thinking,
             )
         return (system + "\n\n" if system else "") + user
 

@@ -65,6 +65,8 @@ def param_logical_axes(cfg: ModelConfig) -> Params:
         )
     if cfg.o_bias:
         layers["bo"] = ("layers", "norm")
+    if cfg.qk_norm:
+        layers.update(q_norm=("layers", "head_dim"), k_norm=("layers", "head_dim"))
     if cfg.mlp_bias:
         layers.update(b_gate=("layers", "mlp"), b_up=("layers", "mlp"), b_down=("layers", "norm"))
     out = {"embed": ("vocab", "embed"), "layers": layers, "final_norm": ("norm",)}
@@ -92,6 +94,8 @@ def param_shapes(cfg: ModelConfig) -> Params:
         layers.update(bq=(nl, h, dh), bk=(nl, k, dh), bv=(nl, k, dh))
     if cfg.o_bias:
         layers["bo"] = (nl, d)
+    if cfg.qk_norm:
+        layers.update(q_norm=(nl, dh), k_norm=(nl, dh))
     if cfg.mlp_bias:
         layers.update(b_gate=(nl, f), b_up=(nl, f), b_down=(nl, d))
     out = {"embed": (v, d), "layers": layers, "final_norm": (d,)}
@@ -222,6 +226,8 @@ def _block(cfg: ModelConfig, lp: Params, x, positions, inv_freq, attend):
         x += W_o attend(rope(W_q n), rope(W_k n), W_v n),  n = rms_norm(x)
         x += W_down (silu(W_gate n) * W_up n),             n = rms_norm(x)
 
+    (Qwen3: each query and key head is RMS-normed over Dh before RoPE.)
+
     Only the attention differs between the three: ``attend(q, k, v) -> (o, aux)`` gets
     the rotated queries ``[B, G, L, K, R, Dh]`` and this block's new keys / values
     ``[B, G, L, K, Dh]`` and returns the output ``[B, G, L, K, R, Dh]`` and whatever
@@ -237,6 +243,9 @@ def _block(cfg: ModelConfig, lp: Params, x, positions, inv_freq, attend):
     v = project("bgld,dke->bglke", n, lp["wv"])
     if cfg.qkv_bias:
         q, k, v = bias_add(q, lp["bq"]), bias_add(k, lp["bk"]), bias_add(v, lp["bv"])
+    if cfg.qk_norm:
+        q = rms_norm(q, lp["q_norm"], cfg.rms_norm_eps)
+        k = rms_norm(k, lp["k_norm"], cfg.rms_norm_eps)
     q = apply_rope(q, positions, inv_freq)
     k = apply_rope(k, positions, inv_freq)
     o, aux = attend(q.reshape(b, g, l, kh, r, dh), k, v)
