@@ -78,46 +78,30 @@ GATHERED_LAYERS = 2
 PHASES = ("resident", "sampling", "training", "logprobs")
 
 
-def _qwen2(hidden, layers, heads, kv_heads, mlp, vocab, tied) -> ModelConfig:
+def _arch(kind, hidden, layers, heads, kv_heads, mlp, vocab, tied, **extra) -> ModelConfig:
     return ModelConfig(
-        model_type="qwen2",
+        model_type=kind,
         vocab_size=vocab,
         hidden_size=hidden,
         intermediate_size=mlp,
         num_layers=layers,
         num_heads=heads,
         num_kv_heads=kv_heads,
-        head_dim=hidden // heads,
-        rope_theta=10000.0,
+        head_dim=extra.pop("head_dim", hidden // heads),
         tie_word_embeddings=tied,
-        qkv_bias=True,
-        max_position_embeddings=4096,
+        **extra,
     )
 
 
-def _qwen3(hidden, layers, heads, kv_heads, head_dim, mlp, vocab, tied) -> ModelConfig:
-    return ModelConfig(
-        model_type="qwen3",
-        vocab_size=vocab,
-        hidden_size=hidden,
-        intermediate_size=mlp,
-        num_layers=layers,
-        num_heads=heads,
-        num_kv_heads=kv_heads,
-        head_dim=head_dim,
-        rope_theta=1000000.0,
-        tie_word_embeddings=tied,
-        qk_norm=True,
-        max_position_embeddings=40960,
-    )
-
+_QWEN2 = {"qkv_bias": True, "rope_theta": 10000.0, "max_position_embeddings": 4096}
+_QWEN3 = {"qk_norm": True, "rope_theta": 1000000.0, "max_position_embeddings": 40960}
 
 # Published architectures (config.json of Qwen/Qwen2.5-Math-1.5B and -7B, Qwen/Qwen3-1.7B),
 # for planning without a download.
 PRESETS = {
-    "qwen2.5-math-1.5b": _qwen2(1536, 28, 12, 2, 8960, 151936, tied=True),
-    "qwen2.5-math-7b": _qwen2(3584, 28, 28, 4, 18944, 152064, tied=False),
-    "qwen3-1.7b": _qwen3(2048, 28, 16, 8, 128, 6144, 151936, tied=True),
+    "qwen2.5-math-1.5b": _arch("qwen2", 1536, 28, 12, 2, 8960, 151936, True, **_QWEN2),
+    "qwen2.5-math-7b": _arch("qwen2", 3584, 28, 28, 4, 18944, 152064, False, **_QWEN2),
+    "qwen3-1.7b": _arch("qwen3", 2048, 28, 16, 8, 6144, 151936, True, head_dim=128, **_QWEN3),
 }
 
 

@@ -179,26 +179,26 @@ def srt(
     return Rewards(r, _indices(None, b, m, None), label, label_mask, keep)
 
 
+def _indicator(ids, hit, has, key, n) -> Rewards:
+    """r = 1[hit] on the prompts that ``has`` their reference (else 0), for the N trained
+    of M (``ids``, ``hit [B, M]``); the label is the first class that hits."""
+    b, m = ids.shape
+    hit = hit & has[:, None]  # [B, M]
+    idx = _indices(key, b, m, n)  # [B, N]
+    r = _gather(hit.astype(jnp.float32), idx)
+    return Rewards(r, idx, _first_class(ids, hit), has, jnp.ones((b,), bool))
+
+
 def offline(votes: Votes, key: jax.Array | None = None, *, n: int | None = None) -> Rewards:
     """Offline pseudo-labels (precomputed once by a frozen model): r = 1[matches it]."""
     _require(votes, "offline_match", "has_offline")
-    ids = votes.ids  # [B, M]
-    b, m = ids.shape
-    match = votes.offline_match & votes.has_offline[:, None]  # [B, M]
-    idx = _indices(key, b, m, n)  # [B, N]
-    r = _gather(match.astype(jnp.float32), idx)
-    return Rewards(r, idx, _first_class(ids, match), votes.has_offline, jnp.ones((b,), bool))
+    return _indicator(votes.ids, votes.offline_match, votes.has_offline, key, n)
 
 
 def ground_truth(votes: Votes, key: jax.Array | None = None, *, n: int | None = None) -> Rewards:
     """RL with labels (upper bound): r = 1[sample is correct]; no label → zero reward."""
     _require(votes, "correct", "has_gold")
-    ids = votes.ids  # [B, M]
-    b, m = ids.shape
-    correct = votes.correct & votes.has_gold[:, None]  # [B, M]
-    idx = _indices(key, b, m, n)  # [B, N]
-    r = _gather(correct.astype(jnp.float32), idx)
-    return Rewards(r, idx, _first_class(ids, correct), votes.has_gold, jnp.ones((b,), bool))
+    return _indicator(votes.ids, votes.correct, votes.has_gold, key, n)
 
 
 def hybrid(votes: Votes, key: jax.Array | None = None, *, n: int | None = None) -> Rewards:
