@@ -25,7 +25,7 @@ def get_config():
     c = base.get_config()
     c.name = "ttrl_math500_qwen3_1p7b"
     c.output_dir = "runs/ttrl_math500_qwen3_1p7b"
-    c.model.path = "models/Qwen3-1.7B-Base"
+    c.model.path = "models/Qwen3-1.7B"
     c.model.system_prompt = ""
     c.model.enable_thinking = False
     c.data.suffix = BOXED

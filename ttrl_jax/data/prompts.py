@@ -36,9 +36,6 @@ def make_messages(
         suffix: An instruction appended to the problem (e.g. ``SRT_SUFFIX``).
         system_prompt: An optional system message placed first.
         suffix_separator: What goes between problem and suffix.
-        enable_thinking: The template's thinking switch, passed as ``enable_thinking``
-            (Qwen3's template opens the answer with an empty think block when False;
-            a template that does not read it renders the same either way).
 
     Returns:
         ``[{"role": "system", ...}?, {"role": "user", "content": ...}]``.
