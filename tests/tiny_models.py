@@ -37,6 +37,20 @@ def _randomize(model, seed: int):
                 p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))
 
 
+def _write_random(path, arch: str, seed: int, dtype: str = "float32", **config) -> str:
+    """transformers' ``<arch>ForCausalLM`` of ``<arch>Config(**config)`` (pad id 0, no
+    BOS) with seeded random weights (`_randomize`), saved at ``path``."""
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    cfg = getattr(transformers, f"{arch}Config")(pad_token_id=0, bos_token_id=None, **config)
+    model = getattr(transformers, f"{arch}ForCausalLM")(cfg).eval()
+    _randomize(model, seed)
+    model.to(getattr(torch, dtype)).save_pretrained(path)
+    return os.fspath(path)
+
+
 def make_qwen2(
     path,
     *,
@@ -53,11 +67,11 @@ def make_qwen2(
     **extra,
 ):
     """A random Qwen2 checkpoint (q/k/v biases, tied embeddings by default)."""
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = Qwen2Config(
+    return _write_random(
+        path,
+        "Qwen2",
+        seed,
+        dtype,
         vocab_size=vocab_size,
         hidden_size=hidden_size,
         intermediate_size=intermediate_size,
@@ -66,15 +80,9 @@ def make_qwen2(
         num_key_value_heads=kv_heads,
         tie_word_embeddings=tie,
         eos_token_id=eos_token_id,
-        pad_token_id=0,
-        bos_token_id=None,
         max_position_embeddings=512,
         **extra,
     )
-    model = Qwen2ForCausalLM(cfg).eval()
-    _randomize(model, seed)
-    model.to(getattr(torch, dtype)).save_pretrained(path)
-    return os.fspath(path)
 
 
 def make_qwen3(
@@ -94,11 +102,10 @@ def make_qwen3(
 ):
     """A random Qwen3 checkpoint: q/k RMSNorm per head, no q/k/v bias, a head_dim apart
     from hidden / heads (16 vs 8), untied embeddings by default."""
-    import torch
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = Qwen3Config(
+    return _write_random(
+        path,
+        "Qwen3",
+        seed,
         vocab_size=vocab_size,
         hidden_size=hidden_size,
         intermediate_size=intermediate_size,
@@ -109,14 +116,8 @@ def make_qwen3(
         tie_word_embeddings=tie,
         max_position_embeddings=512,
         eos_token_id=eos_token_id,
-        pad_token_id=0,
-        bos_token_id=None,
         **extra,
     )
-    model = Qwen3ForCausalLM(cfg).eval()
-    _randomize(model, seed)
-    model.save_pretrained(path)
-    return os.fspath(path)
 
 
 def make_llama3(
@@ -133,11 +134,10 @@ def make_llama3(
     **extra,
 ):
     """A random Llama checkpoint with llama3 rope scaling and untied embeddings."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
+    return _write_random(
+        path,
+        "Llama",
+        seed,
         vocab_size=vocab_size,
         hidden_size=hidden_size,
         intermediate_size=intermediate_size,
@@ -155,14 +155,8 @@ def make_llama3(
         },
         rope_theta=500000.0,
         eos_token_id=3,
-        pad_token_id=0,
-        bos_token_id=None,
         **extra,
     )
-    model = LlamaForCausalLM(cfg).eval()
-    _randomize(model, seed)
-    model.save_pretrained(path)
-    return os.fspath(path)
 
 
 def make_tokenizer(path, corpus=None, chat_template=CHAT_TEMPLATE):
