@@ -403,11 +403,13 @@ def _largest(fits, lo: int, hi: int) -> int:
 
 def with_votes(plan: Plan, votes: int, trained: int) -> Plan:
     """``plan`` with M = ``votes`` and N = ``trained``; the engine's slots keep their share
-    of the B x M samples, rounded up to a multiple of 8 as `sampling.slots_for`'s default
-    rounds them (a slot count the batch shards do not divide would be replicated)."""
+    of the B x M samples, rounded up as `sampling.slots_for`'s default rounds them
+    (`sampling.round_slots`)."""
+    from ttrl_jax.rollout import sampling
+
     slots = plan.decode_slots
     if slots:
-        slots = min(plan.prompts * votes, 8 * -(-slots * votes // (8 * plan.votes)))
+        slots = min(plan.prompts * votes, sampling.round_slots(slots * votes / plan.votes))
     return dataclasses.replace(plan, votes=votes, trained=trained, decode_slots=slots)
 
 

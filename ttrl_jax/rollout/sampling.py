@@ -292,6 +292,12 @@ ENGINE_MIN_LEN = 256  # the default runs the engine from this response length T 
 SLOTS_PER_SAMPLE_CPU = 0.25  # with S = B M / 4 slots on the CPU (a multiple of 8), B M else
 
 
+def round_slots(slots: float) -> int:
+    """``slots`` rounded up to a multiple of 8, so that the slot axis splits over up to 8
+    batch shards (a count the shards do not divide is replicated)."""
+    return 8 * math.ceil(slots / 8)
+
+
 def slots_for(n: int, decode_slots: int | None, max_len: int, backend: str | None = None) -> int:
     """The engine's slot count for ``n = B M`` samples of at most ``max_len`` tokens:
     ``min(decode_slots, n)``; 0 means the static decoder.
@@ -313,7 +319,7 @@ def slots_for(n: int, decode_slots: int | None, max_len: int, backend: str | Non
             return 0
         if (backend or jax.default_backend()) != "cpu":
             return n
-        decode_slots = 8 * math.ceil(n * SLOTS_PER_SAMPLE_CPU / 8)
+        decode_slots = round_slots(n * SLOTS_PER_SAMPLE_CPU)
     if decode_slots < 0:
         raise ValueError(f"decode_slots must be >= 0, got {decode_slots}")
     return min(int(decode_slots), n)
