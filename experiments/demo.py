@@ -39,6 +39,12 @@ def define_flags() -> None:
     flags.DEFINE_string("base_dir", "", "Where base models are cached (default: --out).")
     flags.DEFINE_bool("plot", True, "Write the PNG plot.")
     flags.DEFINE_list("set", [], "Run-config overrides key=value (e.g. optim.lr=4.5e-4).")
+    flags.DEFINE_string(
+        "compile_cache",
+        "",
+        "Persistent XLA compilation cache, so a rerun skips compiling (default: "
+        "<base_dir>/jax_cache; 'none': off).",
+    )
     flags.DEFINE_list(
         "seeds",
         [],
@@ -390,6 +396,11 @@ def run_demo(
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # progress bars and tables, not orbax's INFO
+    if FLAGS.compile_cache != "none":
+        from ttrl_jax import compile_cache
+
+        root = FLAGS.compile_cache or os.path.join(FLAGS.base_dir or FLAGS.out, "jax_cache")
+        compile_cache.enable(root)
     if FLAGS.seeds:
         from experiments import demo_robustness
 
