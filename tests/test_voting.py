@@ -204,7 +204,7 @@ def test_modes_match_numpy_reference(mode):
     fn = jax.jit(functools.partial(modes.REWARD_MODES[mode], n=5))  # compiled once
     for seed in range(8):
         votes = random_votes(seed)
-        ref, labelled = np_rewards(mode, *[np.asarray(x) for x in votes])
+        ref, labelled = np_rewards(mode, *[np.asarray(x) for x in votes[:5]])
         out = fn(votes, jax.random.key(seed))
         b, m = votes.ids.shape
         idx = np.asarray(out.indices)
@@ -223,7 +223,7 @@ def test_srt_matches_numpy_reference(tau, soft):
     fn = jax.jit(functools.partial(modes.srt, tau=tau, soft=soft))
     for seed in range(8):
         votes = random_votes(seed)
-        ref, labelled = np_rewards("srt", *[np.asarray(x) for x in votes], tau=tau, soft=soft)
+        ref, labelled = np_rewards("srt", *[np.asarray(x) for x in votes[:5]], tau=tau, soft=soft)
         out = fn(votes, None)
         np.testing.assert_allclose(np.asarray(out.rewards), ref, rtol=1e-6)
         np.testing.assert_array_equal(np.asarray(out.label_mask), labelled)

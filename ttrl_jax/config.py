@@ -8,11 +8,12 @@ values with one clear message naming the key.
 
 from __future__ import annotations
 
+import math
 import os
 
 import ml_collections
 
-from ttrl_jax.rewards.modes import REWARD_MODES
+from ttrl_jax.rewards.modes import REWARD_MODES, SCORE_MODES
 from ttrl_jax.update import rl
 
 
@@ -95,6 +96,15 @@ def default_config() -> ml_collections.ConfigDict:
     # 0 and no KL penalty in their reward (algo.kl_in_reward), so they count in the loss
     # denominators (a KL *loss*, algo.kl_in_reward=False, still applies to them)
     c.reward.below_threshold = "drop"
+    # label-free terms added to the mode's reward: r = mode_weight * r_mode + sum_k
+    # <k>_weight * r_k (rewards.modes.add_terms; e.g. mode=ttrl with
+    # self_certainty_weight=0.1 is voting plus certainty). self_certainty and
+    # neg_entropy are per-sample means over the response tokens (from the policy's
+    # log-prob pass), semantic_entropy is per prompt (from the vote clusters)
+    c.reward.mode_weight = 1.0
+    c.reward.self_certainty_weight = 0.0
+    c.reward.neg_entropy_weight = 0.0
+    c.reward.semantic_entropy_weight = 0.0
     c.reward.offline_labels = ""  # JSON {id: label} for the "offline" mode
     c.reward.grading_workers = 2
     c.reward.grading_timeout = 1.0  # seconds per comparison (hard deadline)
@@ -225,6 +235,23 @@ def validate(c: ml_collections.ConfigDict) -> None:
         c.reward.mode != "offline" or bool(c.reward.offline_labels),
         "reward.offline_labels",
         "is required by reward.mode=offline",
+    )
+    w = c.reward
+    for name in ("mode_weight", *(f"{k}_weight" for k in SCORE_MODES)):
+        _check(math.isfinite(w[name]), f"reward.{name}", "must be finite")
+    terms = [(w.mode, w.mode_weight)] + [(k, w[f"{k}_weight"]) for k in SCORE_MODES]
+    _check(
+        any(v for _, v in terms),
+        "reward.mode_weight",
+        "is 0 and no reward.<term>_weight is set: every reward would be 0",
+    )
+    per_sample = any(v for k, v in terms if k != "semantic_entropy")
+    _check(
+        per_sample
+        or rl.ESTIMATOR_ALIASES.get(c.algo.advantage, c.algo.advantage) == "reinforce_pp",
+        "algo.advantage",
+        "semantic entropy alone is one reward per prompt, so a per-group baseline gives "
+        "zero advantages: use reinforce_pp (a batch baseline)",
     )
     _check(c.reward.grading_timeout > 0, "reward.grading_timeout", "must be > 0")
     _check(c.reward.grading_workers >= 1, "reward.grading_workers", "must be >= 1")

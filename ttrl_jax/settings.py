@@ -57,6 +57,20 @@ class ScoreSettings:
     soft: bool
     keep_fraction: float
     below_threshold: str  # "drop" the unlabelled prompts, or "keep" them with reward 0
+    # r = mode_weight r_mode + sum_k <k>_weight r_k (rewards.modes.add_terms)
+    mode_weight: float
+    self_certainty_weight: float
+    neg_entropy_weight: float
+    semantic_entropy_weight: float
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """The weights of the label-free terms added to the mode's reward."""
+        return {
+            "self_certainty": self.self_certainty_weight,
+            "neg_entropy": self.neg_entropy_weight,
+            "semantic_entropy": self.semantic_entropy_weight,
+        }
 
 
 @dataclasses.dataclass(frozen=True)

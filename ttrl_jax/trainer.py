@@ -7,7 +7,9 @@ prompts (left-padded to a length bucket):
 
 1. rollout (`_rollout_stage`): M completions per prompt, each prompt prefilled once;
 2. score (`_score_stage`): completions decoded, answers extracted and clustered,
-   rewards computed by the configured mode (`consensus.score`), N of M chosen;
+   rewards computed by the configured mode (`consensus.score`), N of M chosen; the
+   label-free self-certainty / entropy rewards first run the policy's log-prob pass
+   over all M samples (`_token_scores`), whose log-probs then serve as the old ones;
 3. build batch (`_build_batch`): the N trained samples as ``[B N, ...]`` rows with
    their masks; then `_recompute_logprobs`: the current and reference policies'
    log-probs of those tokens (sharded forward passes);
@@ -26,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -73,6 +76,7 @@ class TrainBatch:
     valid: np.ndarray  # bool [B, N] sequences in the loss
     labelled: np.ndarray  # bool [B] prompts with a (pseudo-)label
     metrics: dict
+    policy_logprobs: np.ndarray | None = None  # f32 [S, T] current policy's, if known
 
     @property
     def flat_mask(self) -> np.ndarray:  # f32 [S, T]
@@ -81,6 +85,18 @@ class TrainBatch:
     @property
     def n_tokens(self) -> float:
         return max(float(self.resp_mask.sum()), 1.0)
+
+
+def _sequences(prompt_tokens, prompt_mask, resp_tokens, lengths):
+    """Rows of prompt then response for ``resp_tokens [B, n, T]`` with ``lengths [B, n]``
+    after the left-padded prompts ``[B, P]``: ``(tokens, attn_mask) [B n, P + T]`` int32
+    and the live response positions ``[B, n, T]`` bool."""
+    b, n, t = resp_tokens.shape
+    p = prompt_tokens.shape[1]
+    live = np.arange(t)[None, None] < lengths[..., None]  # [B, n, T]
+    seq = np.concatenate([np.repeat(prompt_tokens[:, None], n, 1), resp_tokens], -1)
+    attn = np.concatenate([np.repeat(prompt_mask[:, None], n, 1), live.astype(np.int32)], -1)
+    return seq.reshape(b * n, p + t), attn.reshape(b * n, p + t), live
 
 
 class _StageClock:
@@ -283,6 +299,18 @@ class Trainer:
             head_dtype=s.loss.head_dtype,
             prompt_group=s.loss.prompt_group,
         )
+        self._stats_fn = None
+        if consensus.needs_token_stats(s.score.mode, s.score.weights):
+            m = s.rollout.n_votes  # the B M rows of all votes, M consecutive per prompt
+            mb = s.loss.micro_batch_size
+            self._stats_fn = ts.make_logprob_fn(
+                self.cfg,
+                s.rollout.max_new_tokens,
+                micro_batch=mb if mb and (s.rollout.prompts_per_step * m) % mb == 0 else 0,
+                head_dtype=s.loss.head_dtype,
+                prompt_group=math.gcd(s.loss.prompt_group, m),
+                stats=True,
+            )
         self.trust = None
         if s.trust_region is not None:
             self.trust = guard.TrustRegion(**s.trust_region)
@@ -445,9 +473,10 @@ class Trainer:
         with clock("rollout"):
             prompts, out = self._rollout_stage(idx, k_sample)
         with clock("grading"):
-            rw, m = self._score_stage(idx, out, k_choose)
+            stats = self._token_scores(prompts, out)
+            rw, m = self._score_stage(idx, out, k_choose, stats)
         with clock("prepare"):
-            batch = self._build_batch(prompts, out, rw)
+            batch = self._build_batch(prompts, out, rw, stats)
             old, ref = self._recompute_logprobs(batch)
             arrays = self._advantages(batch, old, ref)
         with clock("update"):
@@ -466,7 +495,34 @@ class Trainer:
         # every process gathers the whole rollout, so no host votes on a partial group
         return prompts, sampling.Rollout(*sharding.to_host(tuple(out)))
 
-    def _score_stage(self, idx: np.ndarray, out: sampling.Rollout, key: jax.Array):
+    def _token_scores(self, prompts, out: sampling.Rollout) -> dict | None:
+        """The policy's log-prob pass over all B M samples, for the label-free rewards
+        that score a sample by its own distributions (None when no reward needs it):
+        per-sample means over the response tokens of the self-certainty and entropy
+        ``[B, M]``, and the per-token log-probs ``[B, M, T]`` (the old log-probs)."""
+        if self._stats_fn is None:
+            return None
+        b, m, t = out.tokens.shape
+        seq, attn, live = _sequences(*prompts, out.tokens, out.lengths)
+        seq_d, attn_d = sharding.shard_batch((seq, attn), self.mesh)
+        lp, ent, cert = sharding.to_host(
+            self._stats_fn(self.params, seq_d, attn_d, self._hyper()["temperature"])
+        )
+        live = live.astype(np.float32)  # [B, M, T]
+        n_tok = np.maximum(live.sum(-1), 1.0)  # [B, M]
+
+        def mean(x):  # [B M, T] -> [B, M]
+            return (x.reshape(b, m, t) * live).sum(-1) / n_tok
+
+        return {
+            "self_certainty": mean(cert),
+            "token_entropy": mean(ent),
+            "logprobs": lp.reshape(b, m, t),
+        }
+
+    def _score_stage(
+        self, idx: np.ndarray, out: sampling.Rollout, key: jax.Array, stats: dict | None = None
+    ):
         """Decodes, extracts, votes and rewards (`consensus.score`): ``(rewards, metrics)``."""
         w = self.s.score
         texts = consensus.decode_completions(self.tok.tokenizer, out.tokens, out.lengths)
@@ -483,6 +539,11 @@ class Trainer:
             soft=w.soft,
             keep_fraction=w.keep_fraction,
             pool=self.pool,
+            token_scores=None
+            if stats is None
+            else {k: stats[k] for k in ("self_certainty", "token_entropy")},
+            mode_weight=w.mode_weight,
+            weights=w.weights,
         )
         if self.probe_fn is not None:
             problems = [self.prompts.records[i]["problem"] for i in idx]
@@ -560,7 +621,7 @@ class Trainer:
         last = np.take_along_axis(tokens, np.maximum(lengths - 1, 0)[..., None], -1)[..., 0]
         return (lengths >= tokens.shape[-1]) & ~np.isin(last, self.tok.eos_ids)
 
-    def _build_batch(self, prompts, out: sampling.Rollout, rw) -> TrainBatch:
+    def _build_batch(self, prompts, out: sampling.Rollout, rw, stats=None) -> TrainBatch:
         """Keeps the N trained samples of each prompt and builds their masks (host numpy,
         identical on every process)."""
         u = self.s.update
@@ -571,7 +632,6 @@ class Trainer:
         b, n, t = resp_tokens.shape
         if self.s.loss.prompt_group > 1 and n != self.s.loss.prompt_group:
             raise RuntimeError(f"{n} trained samples per prompt, expected {self.s.rollout.n_train}")
-        live = np.arange(t)[None, None] < lengths[..., None]  # [B, N, T]
         # a prompt without a (pseudo-)label has reward 0 on every sample; "keep" (SRT)
         # leaves it in the batch (its tokens count in the loss denominators), "drop" not
         labelled = np.asarray(rw.label_mask)  # [B]
@@ -583,20 +643,22 @@ class Trainer:
             flat, frac = rl.all_equal_groups(jnp.asarray(rewards), jnp.asarray(valid))
             valid = valid & ~np.asarray(flat)[:, None]
             extra["dropped_uniform_group_fraction"] = float(frac)
-        p = prompt_tokens.shape[1]
-        seq = np.concatenate([np.repeat(prompt_tokens[:, None], n, 1), resp_tokens], -1)
-        attn = np.concatenate([np.repeat(prompt_mask[:, None], n, 1), live.astype(np.int32)], -1)
+        seq, attn, live = _sequences(prompt_tokens, prompt_mask, resp_tokens, lengths)
         extra["trained_sequence_fraction"] = float(valid.mean())
         extra["unlabelled_prompt_fraction"] = float(1.0 - labelled.mean())
+        policy_lp = None
+        if stats is not None:
+            policy_lp = np.take_along_axis(stats["logprobs"], idx[..., None], 1).reshape(b * n, t)
         return TrainBatch(
-            tokens=seq.reshape(b * n, p + t),
-            attn_mask=attn.reshape(b * n, p + t),
+            tokens=seq,
+            attn_mask=attn,
             resp_mask=(live & valid[..., None]).astype(np.float32),
             sampler_logprobs=np.take_along_axis(out.logprobs, idx[..., None], 1).reshape(b * n, t),
             rewards=rewards,
             valid=valid,
             labelled=labelled,
             metrics=extra,
+            policy_logprobs=policy_lp,
         )
 
     def _recompute_logprobs(self, batch: TrainBatch):
@@ -608,7 +670,9 @@ class Trainer:
         flat_mask = batch.flat_mask
         old = batch.sampler_logprobs
         if self.s.update.old_logprobs == "recompute":
-            old = sharding.to_host(self._logprobs(self.params, seq_d, attn_d, temp))
+            old = batch.policy_logprobs  # from the score stage's pass, when it ran
+            if old is None:
+                old = sharding.to_host(self._logprobs(self.params, seq_d, attn_d, temp))
             batch.metrics["logprob_gap/sampler_vs_trainer"] = float(
                 (np.abs(old - batch.sampler_logprobs) * flat_mask).sum() / batch.n_tokens
             )

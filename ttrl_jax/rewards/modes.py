@@ -13,6 +13,14 @@ ratio is :math:`c_{bm^*} / M` (no-answer samples count in M).
 Every mode has the signature ``fn(votes, key, **params) -> Rewards`` and is listed in
 :data:`REWARD_MODES`; static params (``n``, ``tau``, ``soft``, ``keep_fraction``) must be
 Python values (bind them with ``functools.partial`` before ``jax.jit``).
+
+Besides the vote-based modes (ttrl, srt, offline; ground_truth and hybrid use labels)
+there are three label-free modes that need no answer agreement at all
+(:data:`SCORE_MODES`): ``self_certainty`` and ``neg_entropy`` score a sample by the
+policy's own per-token distributions (``Votes.self_certainty`` / ``Votes.token_entropy``,
+from the fused LM-head pass), ``semantic_entropy`` scores a prompt by the spread of its
+vote clusters. Any of them can be added to a mode's reward with a weight
+(`add_terms`): ``r = w_mode r_mode + sum_k w_k r_k`` on the mode's trained samples.
 """
 
 from __future__ import annotations
@@ -27,6 +35,12 @@ import jax.numpy as jnp
 __all__ = [
     "REWARD_MODES",
     "Rewards",
+    "SCORE_MODES",
+    "add_terms",
+    "neg_entropy",
+    "self_certainty",
+    "semantic_entropy",
+    "semantic_entropy_of",
     "Votes",
     "choose_subset",
     "ground_truth",
@@ -49,6 +63,9 @@ class Votes(NamedTuple):
         has_gold: ``[B]`` bool, the prompt has a ground-truth label.
         offline_match: ``[B, M]`` bool, sample's answer matches the offline pseudo-label.
         has_offline: ``[B]`` bool, the prompt has an offline pseudo-label.
+        self_certainty: ``[B, M]`` f32, mean over the sample's response tokens of
+            KL(U || p_t) (`update.lm_head.fused_token_stats`).
+        token_entropy: ``[B, M]`` f32, mean over its response tokens of H(p_t).
     """
 
     ids: jax.Array
@@ -56,6 +73,8 @@ class Votes(NamedTuple):
     has_gold: jax.Array | None = None
     offline_match: jax.Array | None = None
     has_offline: jax.Array | None = None
+    self_certainty: jax.Array | None = None
+    token_entropy: jax.Array | None = None
 
 
 class Rewards(NamedTuple):
@@ -216,12 +235,106 @@ def hybrid(votes: Votes, key: jax.Array | None = None, *, n: int | None = None) 
     return Rewards(r, idx, label, gold | (maj >= 0), jnp.ones((b,), bool))
 
 
+def semantic_entropy_of(ids: jax.Array) -> jax.Array:
+    """Discrete semantic entropy ``[B]`` of each prompt's vote clusters, in nats.
+
+    With :math:`p_c = |c| / M` the share of the M samples in answer class c (Kuhn et
+    al., arXiv 2302.09664; Farquhar et al., Nature 2024, the discrete variant), and
+    every sample without an answer its own singleton class (so not answering never
+    looks consistent): :math:`SE_b = -\sum_c p_c \log p_c`, 0 when all M agree,
+    :math:`\log M` when all differ. Computed per sample as
+    :math:`-\frac{1}{M} \sum_m \log(c_{bm} / M)` (a class of size c has c members each
+    contributing :math:`\log(c/M)/M`), with :math:`c_{bm} = 1` for no-answer samples.
+    """
+    m = ids.shape[1]
+    counts = jnp.maximum(vote_counts(ids), 1).astype(jnp.float32)  # [B, M]
+    return -jnp.mean(jnp.log(counts / m), axis=1)  # [B]
+
+
+def _score_rewards(votes: Votes, per_sample: jax.Array, key, n: int | None) -> Rewards:
+    """A label-free score ``[B, M]`` as the reward of every prompt (label_mask and keep
+    all True); the label is still the majority vote, for monitoring only."""
+    b, m = per_sample.shape
+    label, _ = majority(votes.ids)  # [B]
+    idx = _indices(key, b, m, n)  # [B, N]
+    ones = jnp.ones((b,), bool)
+    return Rewards(_gather(per_sample.astype(jnp.float32), idx), idx, label, ones, ones)
+
+
+def _self_certainty_score(votes: Votes) -> jax.Array:
+    _require(votes, "self_certainty")
+    return votes.self_certainty  # [B, M]
+
+
+def _neg_entropy_score(votes: Votes) -> jax.Array:
+    _require(votes, "token_entropy")
+    return -votes.token_entropy  # [B, M]
+
+
+def _semantic_entropy_score(votes: Votes) -> jax.Array:
+    se = semantic_entropy_of(votes.ids)  # [B]
+    return jnp.broadcast_to(-se[:, None], votes.ids.shape)  # [B, M]
+
+
+def self_certainty(votes: Votes, key: jax.Array | None = None, *, n: int | None = None) -> Rewards:
+    """Self-certainty (Intuitor, "Learning to Reason without External Rewards", Zhao et
+    al., arXiv 2505.19590): :math:`r_{bm} = \frac{1}{|o|} \sum_{t} KL(U \| p_\theta(\cdot
+    | q, o_{<t}))` over the sample's response tokens, U uniform over the vocabulary
+    (``Votes.self_certainty``). Train N of M as in `ttrl`."""
+    return _score_rewards(votes, _self_certainty_score(votes), key, n)
+
+
+def neg_entropy(votes: Votes, key: jax.Array | None = None, *, n: int | None = None) -> Rewards:
+    """Negative token entropy (entropy minimisation, Agarwal et al., "The Unreasonable
+    Effectiveness of Entropy Minimization in LLM Reasoning", arXiv 2505.15134):
+    :math:`r_{bm} = -\frac{1}{|o|} \sum_t H(p_\theta(\cdot | q, o_{<t}))` over the sample's
+    response tokens (``Votes.token_entropy``). Train N of M as in `ttrl`."""
+    return _score_rewards(votes, _neg_entropy_score(votes), key, n)
+
+
+def semantic_entropy(
+    votes: Votes, key: jax.Array | None = None, *, n: int | None = None
+) -> Rewards:
+    """Negative semantic entropy of the prompt's vote clusters, shared by its samples
+    (`semantic_entropy_of`; the uncertainty signal of EMPO, arXiv 2504.05812, and
+    SEED-GRPO, arXiv 2505.12346): :math:`r_{bm} = -SE_b`.
+
+    A reward constant within a prompt's group has zero advantage under a per-group
+    baseline (grpo, rloo, dr_grpo, reinforce_pp_baseline): alone it needs a batch-level
+    one (``algo.advantage=reinforce_pp``); added to a vote reward it then weights prompts.
+    """
+    return _score_rewards(votes, _semantic_entropy_score(votes), key, n)
+
+
+# the label-free scores that can be added to any mode's reward (`add_terms`)
+SCORE_MODES: dict[str, Callable[[Votes], jax.Array]] = {
+    "self_certainty": _self_certainty_score,
+    "neg_entropy": _neg_entropy_score,
+    "semantic_entropy": _semantic_entropy_score,
+}
+
+
+def add_terms(votes: Votes, out: Rewards, mode_weight: float, weights: dict) -> Rewards:
+    """``r = mode_weight r_mode + sum_k weights[k] r_k`` on the mode's trained samples
+    (``out.indices``), each :math:`r_k` a `SCORE_MODES` score; labels, masks and the
+    choice of samples stay the mode's. Static weights (Python floats); zero ones are
+    skipped, so the default adds nothing and changes no bit."""
+    r = out.rewards if mode_weight == 1.0 else mode_weight * out.rewards  # [B, N]
+    for name, w in sorted(weights.items()):
+        if w:
+            r = r + w * _gather(SCORE_MODES[name](votes).astype(jnp.float32), out.indices)
+    return out._replace(rewards=r)
+
+
 REWARD_MODES: dict[str, Callable[..., Rewards]] = {
     "ttrl": ttrl,
     "srt": srt,
     "offline": offline,
     "ground_truth": ground_truth,
     "hybrid": hybrid,
+    "self_certainty": self_certainty,
+    "neg_entropy": neg_entropy,
+    "semantic_entropy": semantic_entropy,
 }
 
 

@@ -8,7 +8,9 @@ temperature ``tau`` the head computes, ``chunk`` tokens at a time (never an
 
 `fused_token_logprobs` returns (lp, ent) with a hand-written VJP (the backward pass
 recomputes each chunk's logits); `fused_head_loss` returns a per-token loss's sum and
-takes the head's gradient in the forward pass (no recompute). Matmul operands may be
+takes the head's gradient in the forward pass (no recompute); `fused_token_stats` adds
+the self-certainty ``cert = KL(U || p) = logsumexp(z) - mean_v z_v - log V`` in the same
+pass (forward only: a reward, never differentiated). Matmul operands may be
 bf16 (``head_dtype``) with fp32 accumulation, softmax and weight gradient.
 """
 
@@ -225,6 +227,49 @@ def fused_token_logprobs(
     tau = jnp.asarray(temperature, jnp.float32)
     lp, ent = _fused_head(xs, ys, w, tau, jnp.dtype(head_dtype or w.dtype))
     return _unchunk(lp, s, t), _unchunk(ent, s, t)
+
+
+def _head_chunk_stats(x, y, w, tau, dtype):
+    """One chunk's lp, ent and self-certainty ``[n]`` (see `fused_token_stats`)."""
+    inv = 1.0 / tau
+    r = _head_logits(x, w, dtype)  # [n, V] fp32
+    _, _, er, lse, lp = _softmax_stats(r, y, inv)
+    mean_z = jnp.mean(r, axis=-1) * inv  # [n]
+    return lp, lse - er[:, 0] * inv, lse - mean_z - jnp.log(jnp.float32(r.shape[-1]))
+
+
+def fused_token_stats(
+    params,
+    cfg: ModelConfig,
+    hidden: jax.Array,
+    targets: jax.Array,
+    temperature,
+    chunk: int,
+    head_dtype: str = "",
+):
+    """Per-token log-prob, entropy and self-certainty through the LM head (forward only).
+
+    With ``z = W h / tau`` over the V vocabulary entries and ``p = softmax(z)``::
+
+        lp   = z_y - logsumexp(z)
+        ent  = -sum_v p_v log p_v = logsumexp(z) - sum_v p_v z_v
+        cert = KL(U || p) = -(1/V) sum_v log(V p_v) = logsumexp(z) - mean_v z_v - log V
+
+    ``cert`` is the self-certainty of Zhao et al., "Learning to Reason without External
+    Rewards" (arXiv 2505.19590): 0 for the uniform distribution, large when p is peaked.
+    One extra reduction over each ``[chunk, V]`` logits block, as the entropy already has.
+
+    Args, as `fused_token_logprobs`. Returns (lp, ent, cert) ``[S, T]`` fp32, under
+    ``stop_gradient``.
+    """
+    s, t, _ = hidden.shape
+    w = tfm.lm_head_weight(params, cfg).T  # [V, D]
+    dtype = jnp.dtype(head_dtype or w.dtype)
+    wc = w.astype(dtype)
+    tau = jnp.asarray(temperature, jnp.float32)
+    xs, ys = _chunks(hidden, chunk), _chunks(targets, chunk)
+    out = jax.lax.map(lambda a: _head_chunk_stats(a[0], a[1], wc, tau, dtype), (xs, ys))
+    return tuple(_unchunk(jax.lax.stop_gradient(o), s, t) for o in out)
 
 
 def fused_head_loss(

@@ -36,7 +36,12 @@ import optax
 from ttrl_jax.models import transformer as tfm
 from ttrl_jax.models.config import ModelConfig
 from ttrl_jax.update import rl
-from ttrl_jax.update.lm_head import HEAD_CHUNK_TOKENS, fused_head_loss, fused_token_logprobs
+from ttrl_jax.update.lm_head import (
+    HEAD_CHUNK_TOKENS,
+    fused_head_loss,
+    fused_token_logprobs,
+    fused_token_stats,
+)
 
 # Models this shallow run their layers unrolled (faster on CPU, cheap to compile);
 # deeper ones scan over the stacked layers (one compiled block, fast compiles).
@@ -223,6 +228,7 @@ def sequence_logprobs(
     remat: bool = False,
     head_dtype: str = "",
     prompt_group: int = 1,
+    stats: bool = False,
 ):
     """Log-probs (and entropies) of the last ``resp_len`` tokens of each sequence.
 
@@ -237,6 +243,8 @@ def sequence_logprobs(
       prompt_group: the S rows are S / prompt_group groups of consecutive rows whose first
         L - T tokens (and mask) are identical; each group's prompt then runs through the
         blocks once (1: no sharing). The caller guarantees the grouping.
+      stats: return (logprobs, entropies, self-certainties) ``[S, T]`` from the forward-only
+        `fused_token_stats` instead (for label-free rewards; not differentiable).
 
     Returns:
       logprobs ``[S, T]`` (and entropies ``[S, T]``).
@@ -246,6 +254,8 @@ def sequence_logprobs(
     )
     targets = tokens[:, tokens.shape[1] - resp_len :]  # [S, T]
     c = head_chunk_tokens(chunk, tokens.shape[0])
+    if stats:
+        return fused_token_stats(params, cfg, h, targets, temperature, c, head_dtype)
     lp, ent = fused_token_logprobs(params, cfg, h, targets, temperature, c, head_dtype)
     return (lp, ent) if with_entropy else lp
 
@@ -467,11 +477,13 @@ def make_logprob_fn(
     micro_batch: int = 0,
     head_dtype: str = "",
     prompt_group: int = 1,
+    stats: bool = False,
 ):
     """Jitted ``(params, tokens [S, L], attn_mask [S, L], temperature) -> [S, T]`` log-probs,
     computed ``micro_batch`` sequences at a time (0: all at once), the LM head's matmuls
     in ``head_dtype`` ("": the params' dtype), rows sharing their prompt in groups of
-    ``prompt_group`` (see `sequence_logprobs`)."""
+    ``prompt_group`` (see `sequence_logprobs`). With ``stats``: a tuple (log-probs,
+    entropies, self-certainties) ``[S, T]`` each."""
 
     def fn(params, tokens, attn_mask, temperature):
         s = tokens.shape[0]
@@ -488,10 +500,11 @@ def make_logprob_fn(
             chunk=chunk,
             head_dtype=head_dtype,
             prompt_group=math.gcd(prompt_group, mb),
+            stats=stats,
         )
         out = jax.lax.map(
             one, (tokens.reshape(s // mb, mb, -1), attn_mask.reshape(s // mb, mb, -1))
         )
-        return out.reshape(s, resp_len)
+        return jax.tree.map(lambda x: x.reshape(s, resp_len), out)
 
     return jax.jit(fn)
