@@ -61,6 +61,9 @@ SETTINGS = {
     ),
     "ci": dict(num_test=64, steps=16, eval_every=16, prompts=16, votes=16, lr=3e-4, guard_kl=0.004),
 }
+# held-out problems (the inductive protocol): disjoint from the test set and, like it,
+# never in the base model's pretraining corpus (experiments.pretrain_tiny.EXCLUDED_TEST)
+HELDOUT = {"demo": 128, "ci": 64}
 
 
 def write_jsonl(path: str, records: list[dict]) -> str:
@@ -71,9 +74,20 @@ def write_jsonl(path: str, records: list[dict]) -> str:
     return path
 
 
-def rl_config(model_dir: str, data: str, out: str, mode: str, s: dict, seed: int, overrides=None):
+def rl_config(
+    model_dir: str,
+    data: str,
+    out: str,
+    mode: str,
+    s: dict,
+    seed: int,
+    overrides=None,
+    heldout: str = "",
+):
     """The TTRL (or ground-truth) run config for the demo's tiny model; ``overrides`` are
-    ``key=value`` strings applied last (values parsed as the key's type)."""
+    ``key=value`` strings applied last (values parsed as the key's type). With a
+    ``heldout`` file the run evaluates both protocols: the training set itself
+    (transductive, ``eval/*``) and the disjoint held-out set (``eval_heldout/*``)."""
     from ttrl_jax.config import default_config
 
     c = default_config()
@@ -102,6 +116,8 @@ def rl_config(model_dir: str, data: str, out: str, mode: str, s: dict, seed: int
     c.train.best_metric = f"eval/mean@{s['votes']}"
     c.eval.n_samples, c.eval.temperature, c.eval.top_p = s["votes"], 1.0, 1.0
     c.eval.max_new_tokens, c.eval.greedy = 64, True
+    if heldout:
+        c.eval.protocol, c.eval.datasets = "both", heldout
     apply_overrides(c, overrides or [])
     return c
 
@@ -183,6 +199,21 @@ def _eval_at(rows, step, key):
         if r["step"] == step and r.get(key) is not None:
             return r[key]
     return float("nan")
+
+
+def heldout_ends(rows: list[dict], k: int) -> tuple[dict, dict]:
+    """The held-out set's pass@1 / greedy / maj@k at the run's first evaluation (step 0:
+    the base model) and its last."""
+    steps = [r["step"] for r in rows if r.get(f"eval_heldout/mean@{k}") is not None]
+
+    def at(step):
+        return {
+            "pass@1": _eval_at(rows, step, f"eval_heldout/mean@{k}"),
+            "greedy": _eval_at(rows, step, "eval_heldout/greedy_pass@1"),
+            f"maj@{k}": _eval_at(rows, step, f"eval_heldout/maj@{k}"),
+        }
+
+    return at(min(steps)), at(max(steps))
 
 
 def summary_table(base: dict, runs: dict[str, dict], k: int) -> str:
@@ -328,8 +359,11 @@ def run_demo(
     print(f"[1/5] base model ({preset}) in {model_dir} (built once, then cached)", flush=True)
     info = pretrain_tiny.load_or_build(model_dir, preset, seed=seed, log_every=0)
     print(f"      {info['num_params']:,} params, pretrained in {info['wall_seconds']} s")
-    records = synthetic.make_test_set(s["num_test"], info["test_seed"], info["preset_obj"].task)
+    records, held = synthetic.make_heldout_split(
+        s["num_test"], HELDOUT[preset], info["test_seed"], info["preset_obj"].task
+    )
     data = write_jsonl(os.path.join(out, "test_set.jsonl"), records)
+    held_file = write_jsonl(os.path.join(out, "heldout_set.jsonl"), held)
     print(f"[2/5] evaluating the base model on {len(records)} test problems", flush=True)
     base = base_metrics(model_dir, records, s, os.path.join(out, "eval"))
     print("      " + ", ".join(f"{a} {b:.3f}" for a, b in base.items()))
@@ -338,9 +372,10 @@ def run_demo(
         + (f" (overrides: {', '.join(overrides)})" if overrides else ""),
         flush=True,
     )
+    ttrl_out = os.path.join(out, "ttrl")
     runs = {
         "TTRL": train(
-            rl_config(model_dir, data, os.path.join(out, "ttrl"), "ttrl", s, rl_seed, overrides)
+            rl_config(model_dir, data, ttrl_out, "ttrl", s, rl_seed, overrides, held_file)
         )
     }
     if labels_baseline:
@@ -375,6 +410,14 @@ def run_demo(
         f"maj@{k}": _eval_at(ttrl_rows, last, f"eval/maj@{k}"),
     }
     verdict = criterion(base, ttrl_last, lab, k)
+    held_base, held_last = heldout_ends(ttrl_rows, k)
+    print(
+        f"protocols: transductive (trained on the {len(records)} test problems, evaluated "
+        f"on them) pass@1 {base['pass@1']:.3f} -> {ttrl_last['pass@1']:.3f} "
+        f"({ttrl_last['pass@1'] - base['pass@1']:+.3f}); inductive ({len(held)} held-out "
+        f"problems, never trained on) {held_base['pass@1']:.3f} -> {held_last['pass@1']:.3f} "
+        f"({held_last['pass@1'] - held_base['pass@1']:+.3f})"
+    )
     if with_plot:
         print(f"plot: {png}; ", end="")
     print(f"TensorBoard: {out}/*/tensorboard; checkpoints: {out}/*/checkpoints")
@@ -384,6 +427,7 @@ def run_demo(
         "base": base,
         "ttrl_last": ttrl_last,
         "label_accuracy": lab,
+        "heldout": {"base": held_base, "ttrl_last": held_last, "num": len(held)},
         "verdict": verdict,
         "table": table,
         "seconds": time.time() - t0,

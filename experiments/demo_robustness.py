@@ -135,16 +135,19 @@ def robustness_table(results: list[tuple[int, str, dict]], k: int) -> tuple[str,
     """Markdown table of the runs and the number that met the criterion."""
     header = (
         f"| seed | numerics | base pass@1 | base maj@{k} | base greedy | TTRL pass@1 "
-        f"| TTRL greedy | TTRL maj@{k} | label acc. first -> last | criterion |"
+        f"| TTRL greedy | TTRL maj@{k} | held-out pass@1 base -> TTRL "
+        "| label acc. first -> last | criterion |"
     )
-    lines = [header, "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [header, "|---|---|---|---|---|---|---|---|---|---|---|"]
     ok = 0
     for seed, variant, r in results:
         b, t, v = r["base"], r["ttrl_last"], r["verdict"]
         ok += v["met"]
+        h = r.get("heldout")  # runs recorded before the held-out set have none
+        held = f"{h['base']['pass@1']:.3f} -> {h['ttrl_last']['pass@1']:.3f}" if h else "-"
         lines.append(
             f"| {seed} | {variant} | {b['pass@1']:.3f} | {b[f'maj@{k}']:.3f} | {b['greedy']:.3f} "
-            f"| {t['pass@1']:.3f} | {t['greedy']:.3f} | {t[f'maj@{k}']:.3f} "
+            f"| {t['pass@1']:.3f} | {t['greedy']:.3f} | {t[f'maj@{k}']:.3f} | {held} "
             f"| {v['label_acc_first']:.2f} -> {v['label_acc_last']:.2f} "
             f"| {'met' if v['met'] else 'not met: ' + '; '.join(v['reasons'])} |"
         )
@@ -207,6 +210,9 @@ def run_robustness(
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
+    from ttrl_jax import compile_cache
+
+    compile_cache.enable(os.path.join(FLAGS.out, "jax_cache"))  # the children's cache too
     run_robustness(
         FLAGS.preset,
         FLAGS.out,

@@ -58,9 +58,7 @@ def define_flags() -> None:
     flags.DEFINE_bool(
         "threshold", True, "Also run SRT with a consistency threshold + keep-fraction."
     )
-    flags.DEFINE_bool(
-        "curriculum", True, "Also run SRT on the base model's most consistent third."
-    )
+    flags.DEFINE_bool("curriculum", True, "Also run SRT on the base model's most consistent third.")
     flags.DEFINE_bool("guard", True, "Also run SRT under the collapse guard's trust region.")
     flags.DEFINE_bool("labels_baseline", False, "Also run RL with ground-truth labels.")
     flags.DEFINE_list(
@@ -271,7 +269,8 @@ def run_demo_srt(
     plans["SRT + early stopping"] = (
         "srt",
         {
-            "eval.dataset": val_file,
+            "eval.datasets": val_file,
+            "eval.protocol": "inductive",  # disjoint from the test set (checked)
             "train.eval_every": s["val_every"],
             "train.save_every": s["val_every"],
             "train.best_metric": f"eval/mean@{k}",

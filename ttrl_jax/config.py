@@ -13,6 +13,7 @@ import os
 
 import ml_collections
 
+from ttrl_jax.data.heldout import PROTOCOLS
 from ttrl_jax.rewards.modes import REWARD_MODES, SCORE_MODES
 from ttrl_jax.update import rl
 
@@ -164,8 +165,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.keep_last = 3
     c.train.eval_every = 0  # 0: no periodic evaluation
     c.train.best_metric = ""  # an eval metric, e.g. "eval/mean@16"; "" = keep last only
-    # early stopping on best_metric (SRT's mitigation, with eval.dataset a small labelled
-    # validation set): stop after this many evaluations without a gain > min_delta; 0: off
+    # early stopping on best_metric (SRT's mitigation, with eval.datasets a small labelled
+    # validation set and eval.protocol=inductive): stop after this many evaluations
+    # without a gain > min_delta; 0: off
     c.train.early_stop_patience = 0
     c.train.early_stop_min_delta = 0.0
     c.train.max_bad_steps = 3  # abort after this many non-finite updates in a row
@@ -174,7 +176,13 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.progress = True
 
     c.eval = ml_collections.ConfigDict()
-    c.eval.dataset = ""  # default: the training set (with its labels)
+    # the evaluation protocol (ttrl_jax.data.heldout), checked by problem-text hash:
+    # transductive (TTRL's): evaluate the training problems (eval.datasets empty: the
+    # training set with its labels; else sets made only of training problems);
+    # inductive: evaluate eval.datasets, disjoint from data.dataset; both: the training
+    # set as eval/* and the disjoint eval.datasets as eval_heldout/*
+    c.eval.protocol = "transductive"
+    c.eval.datasets = ""  # comma-separated benchmark names or files, evaluated as one set
     c.eval.n_samples = 16
     c.eval.temperature = 0.6
     c.eval.top_p = 0.95
@@ -292,6 +300,12 @@ def validate(c: ml_collections.ConfigDict) -> None:
     _check(c.train.save_every >= 1, "train.save_every", "must be >= 1")
     _check(c.train.keep_last >= 1, "train.keep_last", "must be >= 1")
     _check(c.eval.n_samples >= 1, "eval.n_samples", "must be >= 1")
+    _check(c.eval.protocol in PROTOCOLS, "eval.protocol", " | ".join(PROTOCOLS))
+    _check(
+        c.eval.protocol == "transductive" or bool(c.eval.datasets.strip()),
+        "eval.datasets",
+        f"is required by eval.protocol={c.eval.protocol} (a labelled held-out set)",
+    )
     _check(c.train.early_stop_patience >= 0, "train.early_stop_patience", "must be >= 0")
     _check(
         c.train.early_stop_patience == 0 or (bool(c.train.best_metric) and c.train.eval_every > 0),

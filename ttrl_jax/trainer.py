@@ -44,6 +44,7 @@ from ttrl_jax.data import (
     PromptIterator,
     build_prompts,
     curriculum,
+    heldout,
     left_pad,
     load_benchmark,
     load_records,
@@ -174,25 +175,44 @@ def eval_settings(c: ml_collections.ConfigDict) -> evaluation.EvalSettings:
     )
 
 
+def eval_sets(c: ml_collections.ConfigDict, train: list[dict]) -> list[tuple[str, list[dict]]]:
+    """The run's evaluation sets as ``(metric prefix, labelled records)``, after checking
+    ``eval.datasets`` against the training records ``train`` under ``eval.protocol``
+    (`data.heldout.check_protocol`; a ValueError names the sets and a problem)."""
+    names = [n.strip() for n in c.eval.datasets.split(",") if n.strip()]
+    given = [(n, load_dataset(c, n)) for n in names]
+    heldout.check_protocol(c.eval.protocol, train, c.data.dataset, given)
+
+    def labelled(sets: list[list[dict]]) -> list[dict]:
+        records = [r for recs in sets for r in recs if r.get("answer") is not None]
+        return records[: c.eval.max_prompts or None]
+
+    given_records = [recs for _, recs in given]
+    if c.eval.protocol == "both":
+        return [("eval", labelled([train])), ("eval_heldout", labelled(given_records))]
+    return [("eval", labelled(given_records or [train]))]
+
+
 def default_eval(trainer: Trainer, step: int) -> dict:
-    """Periodic evaluation on ``eval.dataset`` (default: the training set with its labels);
-    metrics are prefixed ``eval/`` and the generations written under ``<output_dir>/eval``."""
+    """Periodic evaluation of each of the run's `eval_sets` (transductive: the training
+    set with its labels, by default); metrics are prefixed ``eval/`` (``eval_heldout/``
+    for the held-out set of ``eval.protocol=both``) and the generations written under
+    ``<output_dir>/eval``."""
     c = trainer.c
-    if not hasattr(trainer, "_eval_records"):
-        records = load_dataset(c, c.eval.dataset or c.data.dataset)
-        records = [r for r in records if r.get("answer") is not None]
-        trainer._eval_records = records[: c.eval.max_prompts or None]
-    summary = evaluation.evaluate(
-        trainer.model.with_params(trainer.params),
-        trainer.tok,
-        trainer._eval_records,
-        eval_settings(c),
-        mesh=trainer.mesh,
-        out_dir=os.path.join(c.output_dir, "eval"),
-        name=f"step{step}",
-        pool=trainer.pool,
-    )
-    return {f"eval/{k}": v for k, v in summary.items() if isinstance(v, (int, float))}
+    out = {}
+    for prefix, records in trainer.eval_sets:
+        summary = evaluation.evaluate(
+            trainer.model.with_params(trainer.params),
+            trainer.tok,
+            records,
+            eval_settings(c),
+            mesh=trainer.mesh,
+            out_dir=os.path.join(c.output_dir, "eval"),
+            name=f"step{step}" + ("" if prefix == "eval" else f"_{prefix}"),
+            pool=trainer.pool,
+        )
+        out.update({f"{prefix}/{k}": v for k, v in summary.items() if isinstance(v, (int, float))})
+    return out
 
 
 class Trainer:
@@ -239,6 +259,7 @@ class Trainer:
         # the cheap checks first (tokenizer, dataset, prompts), then the model's weights
         self.tok = load_tokenizer(c.model.path)
         records = load_dataset(c, c.data.dataset)
+        self.eval_sets = eval_sets(c, records)  # the protocol checked before anything runs
         self.prompts = build_prompts(
             records,
             self.tok.tokenizer,

@@ -8,11 +8,13 @@
 * ``build_prompts`` (chat template, suffix, length limit) and ``left_pad``
   (bucketed int32 ``[B, P]`` + mask).
 * ``PromptIterator``: deterministic, resumable batches of indices.
+* ``heldout``: the evaluation protocols (transductive / inductive), checked by
+  problem-text hash.
 * ``curriculum``: SRT's curriculum (most self-consistent prompts of the base model).
 * ``synthetic``: the demo's digit-sum task (noisy training traces, unlabeled test set).
 """
 
-from ttrl_jax.data import curriculum, synthetic
+from ttrl_jax.data import curriculum, heldout, synthetic
 from ttrl_jax.data.benchmarks import (
     BUILDERS,
     SPECS,
@@ -38,6 +40,7 @@ __all__ = [
     "bucket_length",
     "build_prompts",
     "gpqa_options",
+    "heldout",
     "left_pad",
     "load_benchmark",
     "load_records",

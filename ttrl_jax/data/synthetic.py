@@ -194,6 +194,25 @@ def make_test_set(num: int, seed: int = 0, spec: TaskSpec = TaskSpec()) -> list[
     return records
 
 
+def make_heldout_split(
+    num_train: int, num_heldout: int, seed: int = 0, spec: TaskSpec = TaskSpec()
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The unlabeled training set and a disjoint labelled held-out set (the inductive
+    protocol, `ttrl_jax.data.heldout`).
+
+    The first ``num_train`` problems of ``make_test_set(num_train + num_heldout, seed)``
+    are exactly ``make_test_set(num_train, seed)`` (the generator draws in order), so
+    adding a held-out set changes no training problem; the next ``num_heldout`` are the
+    held-out set (ids ``sum-heldout-*``), distinct from them by construction.
+
+    Returns:
+        ``(train, heldout)`` records as `make_test_set`'s.
+    """
+    both = make_test_set(num_train + num_heldout, seed, spec)
+    held = [dict(r, **{ID: f"sum-heldout-{i:05d}"}) for i, r in enumerate(both[num_train:])]
+    return both[:num_train], held
+
+
 def make_train_corpus(
     num: int,
     seed: int = 0,
