@@ -4,6 +4,7 @@
 # make demo-robustness -- TTRL on 5 pretraining seeds x 3 perturbed numerics: the rate
 # make demo-guard -- a collapsing TTRL config (lr 4.5e-4) without and with the guard
 # make demo-srt -- SRT's reward hacking on the same task, and five mitigations
+# make demo-rewards -- TTRL vs self-certainty, entropy, semantic entropy (3 seeds)
 # make bench -- run every benchmark (benchmarks/run_all.py; outputs in benchmarks/results/)
 # make bench-smoke -- every benchmark on a tiny config (CI: checks only that they run)
 PYTHON ?= python3
@@ -21,7 +22,7 @@ PYTEST_ARGS ?=
 PIP := $(PY) -m pip install -q --no-compile
 COMPILE := $(PY) -m compileall -qq -j 0 $(VENV)/lib > /dev/null || true
 
-.PHONY: test test-fast demo demo-robustness demo-guard demo-srt install bench bench-smoke clean-venv
+.PHONY: test test-fast demo demo-robustness demo-guard demo-srt demo-rewards install bench bench-smoke clean-venv
 
 # the library and the demos: no torch or trl (a user who only runs the demo does
 # not download them; on most machines PyPI's torch is the multi-GB CUDA build)
@@ -68,6 +69,9 @@ demo-guard: $(CORE_STAMP)
 
 demo-srt: $(CORE_STAMP)
 	$(PY) -m experiments.demo_srt
+
+demo-rewards: $(CORE_STAMP)
+	$(PY) -m experiments.demo_rewards
 
 bench: $(BENCH_STAMP)
 	$(PY) -m benchmarks.run_all

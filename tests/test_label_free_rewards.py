@@ -267,3 +267,26 @@ def test_trainer_steps_on_each_label_free_mode(tiny_run, tmp_path, overrides):
         assert metrics["reward_mean"] == pytest.approx(-metrics["token_entropy"], rel=1e-4)
     else:
         assert metrics["reward_mean"] == pytest.approx(-metrics["semantic_entropy"], rel=1e-4)
+
+
+def _run(base, final, met, held=(0.4, 0.8), label=(0.7, 0.9)):
+    return {
+        "base": {"pass@1": base},
+        "ttrl_last": {"pass@1": final, "greedy": final},
+        "heldout": {"base": {"pass@1": held[0]}, "ttrl_last": {"pass@1": held[1]}},
+        "verdict": {"met": met, "label_acc_first": label[0], "label_acc_last": label[1]},
+    }
+
+
+def test_reward_table_reports_collapse_as_collapse():
+    from experiments import demo_rewards
+
+    good = demo_rewards.reward_row("ttrl", [_run(0.4, 0.85, True), _run(0.45, 0.8, True)])
+    assert good["verdict"] == "improves (criterion met in every run)"
+    assert good["final"] == pytest.approx(0.825) and good["held_final"] == pytest.approx(0.8)
+    bad = demo_rewards.reward_row("x", [_run(0.4, 0.9, True), _run(0.45, 0.2, False)])
+    assert bad["verdict"] == "collapses (1 of 2 runs below base)" and bad["collapsed"] == 1
+    flat = demo_rewards.reward_row("y", [_run(0.4, 0.42, False), _run(0.45, 0.44, False)])
+    assert flat["verdict"] == "no gain"
+    table = demo_rewards.rewards_table([good, bad, flat])
+    assert table.count("\n") == 4 and "| x | 0.425 -> 0.550 |" in table
