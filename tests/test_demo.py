@@ -1,6 +1,7 @@
 """The demo's claim as CI checks it: TTRL (no labels) meets the success criterion on the
 bases of three pretraining seeds (ci preset), through the robustness runner as a user
-starts it (its own process, a user's XLA flags, each run in a child of it); plus the
+starts it (its own process, a user's XLA flags, each run in a child of it), with the
+gain also on held-out problems (the inductive protocol); plus the
 criterion itself on hand-made numbers."""
 
 import json
@@ -45,8 +46,15 @@ def test_ttrl_meets_the_criterion_on_three_ci_seeds(tmp_path):
     assert summary["met"] == 3, summary["table"]
     for run in summary["runs"]:
         assert run["ttrl_last"]["pass@1"] >= run["base"]["pass@1"] + 0.15
+        # the inductive protocol: the gain carries to held-out problems never trained on
+        held = run["heldout"]
+        assert held["num"] == 64 and held["ttrl_last"]["pass@1"] >= held["base"]["pass@1"] + 0.1
     # the outputs a user looks at were written, and the printed table is the saved one
     run_dir = tmp_path / "robustness" / "ci_seed0_default"
     assert any((run_dir / "ttrl" / "tensorboard").iterdir())
     assert any(p.name.isdigit() for p in (run_dir / "ttrl" / "checkpoints").iterdir())
     assert summary["table"] in proc.stdout and "criterion met in 3 of 3 runs" in proc.stdout
+    log = (tmp_path / "robustness" / "ci_seed0_default.log").read_text()
+    assert (
+        "transductive (trained on the 64 test problems" in log and "inductive (64 held-out" in log
+    )
