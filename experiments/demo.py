@@ -441,7 +441,7 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # progress bars and tables, not orbax's INFO
     if FLAGS.compile_cache != "none":
-        from ttrl_jax import compile_cache
+        from experiments import compile_cache
 
         root = FLAGS.compile_cache or os.path.join(FLAGS.base_dir or FLAGS.out, "jax_cache")
         compile_cache.enable(root)

@@ -139,7 +139,7 @@ def run_rewards(
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
-    from ttrl_jax import compile_cache
+    from experiments import compile_cache
 
     compile_cache.enable(os.path.join(FLAGS.out, "jax_cache"))
     run_rewards(FLAGS.preset, FLAGS.out, [int(s) for s in FLAGS.seeds], FLAGS.rewards, FLAGS.report)

@@ -210,7 +210,7 @@ def run_robustness(
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
-    from ttrl_jax import compile_cache
+    from experiments import compile_cache
 
     compile_cache.enable(os.path.join(FLAGS.out, "jax_cache"))  # the children's cache too
     run_robustness(

@@ -11,7 +11,7 @@ import pytest
 CODE = """
 import sys, jax, jax.numpy as jnp
 from jax._src import monitoring
-from ttrl_jax import compile_cache
+from experiments import compile_cache
 hits = []
 monitoring.register_event_listener(
     lambda name, **kw: hits.append(name) if name == "/jax/compilation_cache/cache_hits" else None

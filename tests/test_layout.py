@@ -81,7 +81,6 @@ def test_flat_modules_left_the_top_level():
         "__init__",
         "_compat",
         "checkpointing",
-        "compile_cache",
         "config",
         "metrics",
         "settings",
