@@ -17,7 +17,7 @@ criterion, and a verdict. A run *collapses* when its final pass@1 falls more tha
 below its base's; a reward *collapses* when any of its runs does.
 
   python -m experiments.demo_rewards [--preset=ci|demo] [--seeds=0,1,2] [--out=demo_out]
-      [--rewards=ttrl,self_certainty,...] [--report]
+      [--rewards=ttrl,self_certainty,...] [--variants=default,isa_avx2] [--report]
 """
 
 from __future__ import annotations
@@ -46,6 +46,9 @@ def define_flags() -> None:
     flags.DEFINE_string("out", "demo_out", "Output directory (base models are cached here).")
     flags.DEFINE_list("seeds", ["0", "1", "2"], "Pretraining seeds.")
     flags.DEFINE_list("rewards", list(REWARDS), f"Rewards to compare: {list(REWARDS)}")
+    flags.DEFINE_list(
+        "variants", ["default"], "Numerics variants of experiments.demo_robustness per seed."
+    )
     flags.DEFINE_bool("report", False, "Only rebuild the table from finished runs' results.")
 
 
@@ -105,10 +108,16 @@ def rewards_table(rows: list[dict]) -> str:
 
 
 def run_rewards(
-    preset: str, out: str, seeds: list[int], rewards: list[str], report_only: bool = False
+    preset: str,
+    out: str,
+    seeds: list[int],
+    rewards: list[str],
+    report_only: bool = False,
+    variants: tuple[str, ...] = ("default",),
 ) -> dict:
-    """Runs every reward on every seed's base (`demo_robustness.run_robustness`, one tag
-    per reward) and prints the means table; returns the summary it writes."""
+    """Runs every reward on every seed's base under each numerics variant
+    (`demo_robustness.run_robustness`, one tag per reward) and prints the means table;
+    returns the summary it writes."""
     from experiments import demo_robustness
 
     unknown = [r for r in rewards if r not in REWARDS]
@@ -119,18 +128,26 @@ def run_rewards(
     for name in rewards:
         print(f"== reward {name}: overrides {REWARDS[name] or 'none'}", flush=True)
         summary = demo_robustness.run_robustness(
-            preset, out, seeds, ["default"], 0, REWARDS[name], _tag(name), report_only
+            preset, out, seeds, list(variants), 0, REWARDS[name], _tag(name), report_only
         )
         per_run[name] = summary["runs"]
         rows.append(reward_row(name, summary["runs"]))
     table = rewards_table(rows)
     print(
-        f"means over seeds {seeds} ({preset} preset, same steps, lr and guard for every "
+        f"means over seeds {seeds} x numerics {list(variants)} ({preset} preset, same "
+        "steps, lr and guard for every "
         f"reward); a run collapses when its final pass@1 is more than {COLLAPSE_DROP} "
         f"below its base's\n{table}\ntotal {time.time() - t0:.0f} s",
         flush=True,
     )
-    result = {"preset": preset, "seeds": seeds, "rows": rows, "runs": per_run, "table": table}
+    result = {
+        "preset": preset,
+        "seeds": seeds,
+        "variants": list(variants),
+        "rows": rows,
+        "runs": per_run,
+        "table": table,
+    }
     with open(os.path.join(out, f"rewards_{preset}.json"), "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)
     return result
@@ -142,7 +159,8 @@ def main(argv):
     from experiments import compile_cache
 
     compile_cache.enable(os.path.join(FLAGS.out, "jax_cache"))
-    run_rewards(FLAGS.preset, FLAGS.out, [int(s) for s in FLAGS.seeds], FLAGS.rewards, FLAGS.report)
+    seeds = [int(s) for s in FLAGS.seeds]
+    run_rewards(FLAGS.preset, FLAGS.out, seeds, FLAGS.rewards, FLAGS.report, FLAGS.variants)
     return 0
 
 

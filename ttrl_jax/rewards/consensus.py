@@ -26,8 +26,9 @@ from ttrl_jax.rewards import answers as answers_lib
 from ttrl_jax.rewards import modes, voting
 
 LABEL_FREE_MODES = ("ttrl", "srt", "offline", *modes.SCORE_MODES)
-# the scores that need the policy's per-token distributions (`Votes` fields)
-TOKEN_SCORES = {"self_certainty": "self_certainty", "neg_entropy": "token_entropy"}
+# the scores that need the policy's per-token distributions (`Votes.self_certainty`,
+# `Votes.token_entropy`, from the trainer's forward-only LM-head pass)
+TOKEN_SCORES = ("self_certainty", "neg_entropy")
 
 
 def needs_token_stats(mode: str, weights: dict) -> bool:
