@@ -201,10 +201,13 @@ def _eval_at(rows, step, key):
     return float("nan")
 
 
-def heldout_ends(rows: list[dict], k: int) -> tuple[dict, dict]:
-    """The held-out set's pass@1 / greedy / maj@k at the run's first evaluation (step 0:
-    the base model) and its last."""
+def heldout_ends(rows: list[dict], k: int) -> tuple[dict, dict] | tuple[None, None]:
+    """The held-out set's pass@1 / greedy / maj@k at step 0 (the base model) and at the
+    run's last evaluation; ``(None, None)`` when the run has no step-0 held-out
+    evaluation (an override turned the protocol or the best-checkpoint metric off)."""
     steps = [r["step"] for r in rows if r.get(f"eval_heldout/mean@{k}") is not None]
+    if 0 not in steps:
+        return None, None
 
     def at(step):
         return {
@@ -411,12 +414,17 @@ def run_demo(
     }
     verdict = criterion(base, ttrl_last, lab, k)
     held_base, held_last = heldout_ends(ttrl_rows, k)
+    inductive = "not measured (no step-0 held-out evaluation)"
+    if held_base is not None:
+        inductive = (
+            f"{held_base['pass@1']:.3f} -> {held_last['pass@1']:.3f} "
+            f"({held_last['pass@1'] - held_base['pass@1']:+.3f})"
+        )
     print(
         f"protocols: transductive (trained on the {len(records)} test problems, evaluated "
         f"on them) pass@1 {base['pass@1']:.3f} -> {ttrl_last['pass@1']:.3f} "
         f"({ttrl_last['pass@1'] - base['pass@1']:+.3f}); inductive ({len(held)} held-out "
-        f"problems, never trained on) {held_base['pass@1']:.3f} -> {held_last['pass@1']:.3f} "
-        f"({held_last['pass@1'] - held_base['pass@1']:+.3f})"
+        f"problems, never trained on) {inductive}"
     )
     if with_plot:
         print(f"plot: {png}; ", end="")
@@ -427,7 +435,9 @@ def run_demo(
         "base": base,
         "ttrl_last": ttrl_last,
         "label_accuracy": lab,
-        "heldout": {"base": held_base, "ttrl_last": held_last, "num": len(held)},
+        "heldout": None
+        if held_base is None
+        else {"base": held_base, "ttrl_last": held_last, "num": len(held)},
         "verdict": verdict,
         "table": table,
         "seconds": time.time() - t0,

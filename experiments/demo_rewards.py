@@ -63,6 +63,11 @@ def reward_row(name: str, runs: list[dict]) -> dict:
     def mean(get):
         return sum(get(r) for r in runs) / n
 
+    held = [r["heldout"] for r in runs if r.get("heldout")]  # None: not measured
+
+    def held_mean(get):
+        return sum(get(h) for h in held) / len(held) if held else float("nan")
+
     collapsed = sum(r["ttrl_last"]["pass@1"] < r["base"]["pass@1"] - COLLAPSE_DROP for r in runs)
     met = sum(r["verdict"]["met"] for r in runs)
     gain = mean(lambda r: r["ttrl_last"]["pass@1"] - r["base"]["pass@1"])
@@ -80,8 +85,8 @@ def reward_row(name: str, runs: list[dict]) -> dict:
         "base": mean(lambda r: r["base"]["pass@1"]),
         "final": mean(lambda r: r["ttrl_last"]["pass@1"]),
         "greedy": mean(lambda r: r["ttrl_last"]["greedy"]),
-        "held_base": mean(lambda r: r["heldout"]["base"]["pass@1"]),
-        "held_final": mean(lambda r: r["heldout"]["ttrl_last"]["pass@1"]),
+        "held_base": held_mean(lambda h: h["base"]["pass@1"]),
+        "held_final": held_mean(lambda h: h["ttrl_last"]["pass@1"]),
         "label_first": mean(lambda r: r["verdict"]["label_acc_first"]),
         "label_last": mean(lambda r: r["verdict"]["label_acc_last"]),
         "met": met,

@@ -286,7 +286,8 @@ def test_reward_table_reports_collapse_as_collapse():
     assert good["final"] == pytest.approx(0.825) and good["held_final"] == pytest.approx(0.8)
     bad = demo_rewards.reward_row("x", [_run(0.4, 0.9, True), _run(0.45, 0.2, False)])
     assert bad["verdict"] == "collapses (1 of 2 runs below base)" and bad["collapsed"] == 1
-    flat = demo_rewards.reward_row("y", [_run(0.4, 0.42, False), _run(0.45, 0.44, False)])
-    assert flat["verdict"] == "no gain"
+    unmeasured = dict(_run(0.45, 0.44, False), heldout=None)  # no step-0 held-out eval
+    flat = demo_rewards.reward_row("y", [_run(0.4, 0.42, False), unmeasured])
+    assert flat["verdict"] == "no gain" and flat["held_final"] == pytest.approx(0.8)
     table = demo_rewards.rewards_table([good, bad, flat])
     assert table.count("\n") == 4 and "| x | 0.425 -> 0.550 |" in table
