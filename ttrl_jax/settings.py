@@ -14,6 +14,7 @@ import dataclasses
 
 import ml_collections
 
+from ttrl_jax.rewards.modes import SCORE_MODES
 from ttrl_jax.update.train_step import LossConfig
 
 
@@ -65,12 +66,9 @@ class ScoreSettings:
 
     @property
     def weights(self) -> dict[str, float]:
-        """The weights of the label-free terms added to the mode's reward."""
-        return {
-            "self_certainty": self.self_certainty_weight,
-            "neg_entropy": self.neg_entropy_weight,
-            "semantic_entropy": self.semantic_entropy_weight,
-        }
+        """The weights of the label-free terms added to the mode's reward, by
+        `rewards.modes.SCORE_MODES` name."""
+        return {k: getattr(self, f"{k}_weight") for k in SCORE_MODES}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -56,9 +56,8 @@ def _reward_and_metrics(
     votes: modes.Votes, key, mode: str, params: tuple, mode_weight: float, weights: tuple
 ):
     out = modes.REWARD_MODES[mode](votes, key, **dict(params))
-    metrics = modes.label_metrics(votes, out)
-    out = modes.add_terms(votes, out, mode_weight, dict(weights))
-    metrics["reward_mean"] = out.rewards.mean()
+    out = modes.add_terms(votes, out, mode_weight, dict(weights))  # labels, masks unchanged
+    metrics = modes.label_metrics(votes, out)  # reward_mean: of the summed reward
     metrics["semantic_entropy"] = modes.semantic_entropy_of(votes.ids).mean()
     for name in ("self_certainty", "token_entropy"):
         if getattr(votes, name) is not None:
