@@ -53,13 +53,27 @@ def define_flags() -> None:
     )
 
 
-# preset -> test problems, RL steps, eval every, prompts per step, votes, lr, and the
-# collapse guard's per-step KL target (ttrl_jax.update.guard; 0 = off)
+# preset -> test problems, RL steps, eval every, prompts per step, votes (trained per
+# prompt, and the evaluation's k), pool (votes sampled per prompt for the majority vote,
+# M; `votes` of them trained, N), lr, and the collapse guard's per-step KL target
+# (ttrl_jax.update.guard; 0 = off). The demo votes over 32 and trains 16, TTRL's M:N of
+# 2:1: with 16 votes at a base majority ratio of ~0.45 a third of the first steps'
+# labels were wrong, and on an AVX2-only VM one base in five drifted, in steps the guard
+# allowed, onto a consistent wrong answer (README, "On an AVX2-only VM").
 SETTINGS = {
     "demo": dict(
-        num_test=256, steps=30, eval_every=10, prompts=16, votes=16, lr=3e-4, guard_kl=0.004
+        num_test=256,
+        steps=30,
+        eval_every=10,
+        prompts=16,
+        votes=16,
+        pool=32,
+        lr=3e-4,
+        guard_kl=0.004,
     ),
-    "ci": dict(num_test=64, steps=16, eval_every=16, prompts=16, votes=16, lr=3e-4, guard_kl=0.004),
+    "ci": dict(
+        num_test=64, steps=16, eval_every=16, prompts=16, votes=16, pool=16, lr=3e-4, guard_kl=0.004
+    ),
 }
 # held-out problems (the inductive protocol): disjoint from the test set and, like it,
 # never in the base model's pretraining corpus (experiments.pretrain_tiny.EXCLUDED_TEST)
@@ -98,7 +112,7 @@ def rl_config(
     c.data.dataset, c.data.id_key = data, "id"
     c.data.max_prompt_tokens, c.data.prompt_bucket = 64, 32
     c.data.prompts_per_step = s["prompts"]
-    c.rollout.n_votes = c.rollout.n_train = s["votes"]
+    c.rollout.n_votes, c.rollout.n_train = s.get("pool", s["votes"]), s["votes"]
     c.rollout.temperature, c.rollout.max_new_tokens = 1.0, 64
     c.reward.mode = mode
     c.reward.grading_workers = 1

@@ -58,3 +58,22 @@ def test_ttrl_meets_the_criterion_on_three_ci_seeds(tmp_path):
     assert (
         "transductive (trained on the 64 test problems" in log and "inductive (64 held-out" in log
     )
+
+
+@pytest.mark.parametrize("preset,pool", [("demo", 32), ("ci", 16)])
+def test_demo_votes_over_its_pool_and_trains_the_preset_votes(tmp_path, preset, pool):
+    """make demo votes over M = 32 samples per prompt and trains N = 16 of them (TTRL's
+    2:1); the ci preset keeps M = N = 16; evaluation's k stays the preset's votes."""
+    from ttrl_jax.config import validate
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "data.jsonl").write_text("")
+    s = demo.SETTINGS[preset]
+    c = demo.rl_config(str(tmp_path / "model"), str(tmp_path / "data.jsonl"), "out", "ttrl", s, 0)
+    validate(c)
+    assert (c.rollout.n_votes, c.rollout.n_train) == (pool, 16)
+    assert c.eval.n_samples == 16 and c.train.best_metric == "eval/mean@16"
+    # make demo-guard's collapsing configuration pins the earlier 16 votes, all trained
+    over = ["rollout.n_votes=16"]
+    demo.apply_overrides(c, over)
+    assert (c.rollout.n_votes, c.rollout.n_train) == (16, 16)
