@@ -62,19 +62,25 @@ def plot(run_dirs: dict[str, str], png: str, title: str, k: int) -> None:
     plt.close(fig)
 
 
+def arms(lr: float, target: float) -> dict[str, tuple[str, list[str]]]:
+    """Arm name -> (run tag, demo-preset overrides): the configuration whose collapse this
+    shows (16 votes, all of them trained, as the demo was before it voted over 32; the
+    higher lr) without and with the guard."""
+    from experiments import demo
+
+    votes = f"rollout.n_votes={demo.SETTINGS['demo']['votes']}"
+    return {
+        "no guard": ("noguard", [votes, f"optim.lr={lr}", "guard.step_kl_target=0"]),
+        "guard": ("guard", [votes, f"optim.lr={lr}", f"guard.step_kl_target={target}"]),
+    }
+
+
 def run_demo_guard(out: str, seeds: list[int], lr: float, target: float) -> dict:
     from experiments import demo, demo_robustness
 
     t0 = time.time()
-    # the configuration whose collapse this shows: 16 votes, all of them trained (the
-    # demo now votes over 32), at the higher lr
-    votes = f"rollout.n_votes={demo.SETTINGS['demo']['votes']}"
-    arms = {
-        "no guard": ("noguard", [votes, f"optim.lr={lr}", "guard.step_kl_target=0"]),
-        "guard": ("guard", [votes, f"optim.lr={lr}", f"guard.step_kl_target={target}"]),
-    }
     results = {}
-    for name, (tag, overrides) in arms.items():
+    for name, (tag, overrides) in arms(lr, target).items():
         print(f"== TTRL at lr {lr:g}, {name} ({', '.join(overrides)})", flush=True)
         results[name] = demo_robustness.run_robustness(
             "demo", out, seeds, ["default"], overrides=overrides, tag=tag

@@ -69,11 +69,16 @@ def test_demo_votes_over_its_pool_and_trains_the_preset_votes(tmp_path, preset, 
     (tmp_path / "model").mkdir()
     (tmp_path / "data.jsonl").write_text("")
     s = demo.SETTINGS[preset]
-    c = demo.rl_config(str(tmp_path / "model"), str(tmp_path / "data.jsonl"), "out", "ttrl", s, 0)
+    model, data = str(tmp_path / "model"), str(tmp_path / "data.jsonl")
+    c = demo.rl_config(model, data, "out", "ttrl", s, 0)
     validate(c)
     assert (c.rollout.n_votes, c.rollout.n_train) == (pool, 16)
     assert c.eval.n_samples == 16 and c.train.best_metric == "eval/mean@16"
-    # make demo-guard's collapsing configuration pins the earlier 16 votes, all trained
-    over = ["rollout.n_votes=16"]
-    demo.apply_overrides(c, over)
-    assert (c.rollout.n_votes, c.rollout.n_train) == (16, 16)
+    if preset == "demo":  # make demo-guard's arms pin the earlier 16 votes, all trained
+        from experiments import demo_guard
+
+        for _, overrides in demo_guard.arms(4.5e-4, 0.004).values():
+            g = demo.rl_config(model, data, "out", "ttrl", s, 0)
+            demo.apply_overrides(g, overrides)
+            validate(g)
+            assert (g.rollout.n_votes, g.rollout.n_train, g.optim.lr) == (16, 16, 4.5e-4)
