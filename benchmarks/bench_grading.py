@@ -13,6 +13,8 @@ deeply nested answers). Reported:
   the pool (completions without a box go through math-verify's extraction on the
   workers, so a vote and its grade agree), on boxed, short box-less and long box-less
   completions, and the whole voting step (extraction + ``build_votes``) both ways,
+* restarting a killed worker, a fresh interpreter (``start="spawn"``) against a fork
+  of the warm zygote (``start="fork"``, the default), side by side with their ratio,
 * single ``grade`` calls one at a time: p50 / p99 / max latency,
 * hostile answers one at a time: max latency (the per-call deadline bound).
 
@@ -29,6 +31,8 @@ import os
 import pathlib
 import random
 import re
+import signal
+import statistics
 import sys
 import time
 
@@ -108,6 +112,23 @@ def timed(fn, *args, **kwargs):
     return out, time.perf_counter() - start
 
 
+def restart_seconds(start: str, timeout: float, rounds: int) -> float:
+    """Median seconds from SIGKILL of a one-worker pool's worker until the pool has
+    graded a new pair (that needs a worker) on its replacement."""
+    times = []
+    with grading.GradingPool(1, timeout, start=start, cache_size=0) as pool:
+        pool.wait_ready()
+        for k in range(rounds):
+            pid = pool.worker_pids[0]
+            os.kill(pid, signal.SIGKILL)
+            while not grading._gone(pid):
+                time.sleep(0.001)
+            ok, dt = timed(pool.equivalent, f"\\sqrt{{{(k + 2) ** 2}}}", str(k + 2))
+            assert ok, "the replacement worker graded wrongly"
+            times.append(dt)
+    return statistics.median(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workers", type=int, default=2)
@@ -148,6 +169,14 @@ def main() -> None:
                     by_kind.setdefault(kind, []).append(ok)
                 acc = ", ".join(f"{k} {sum(v) / len(v):.1%}" for k, v in by_kind.items())
                 results.append(("  judged equivalent", "by kind", acc))
+
+    # Restarting a killed worker (what every hard timeout costs), both start methods
+    # side by side: a fresh interpreter per worker against a fork of the warm zygote.
+    rounds = 3 if args.quick else 8
+    restart = {s: restart_seconds(s, args.timeout, rounds) for s in ("spawn", "fork")}
+    ratio = f"spawn {restart['spawn']:.3f} s, fork {restart['fork']:.4f} s: "
+    ratio += f"{restart['spawn'] / restart['fork']:.0f}x"
+    results.append(("worker restart after SIGKILL (median)", f"{rounds} kills", ratio))
 
     # The voting step: B x M answers per step, clustered semantically, with golds; on
     # its own fresh pool, so no result is cached from the runs above.

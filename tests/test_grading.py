@@ -306,9 +306,11 @@ def test_length_cap_answers_without_workers(pool):
     assert pool.stats["worker"] == before["worker"]
 
 
-def test_stuck_worker_is_killed_and_batch_resubmitted():
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_stuck_worker_is_killed_and_batch_resubmitted(start):
     # Soft timeout off: only the parent's hard kill can stop 1000000! vs 3 (~5 s).
-    with grading.GradingPool(num_workers=1, timeout=1.0, soft_timeout_fraction=0.0) as p:
+    kw = dict(soft_timeout_fraction=0.0, start=start)
+    with grading.GradingPool(num_workers=1, timeout=1.0, **kw) as p:
         assert p.equivalent("1", "1.0")
         assert p.equivalent("\\sqrt{4}", "2")
         pid = p.worker_pids[0]
@@ -329,6 +331,100 @@ def test_pool_survives_externally_killed_workers(strict_pool):
     pairs = [(f"\\sqrt{{{k * k}}}", str(k)) for k in range(2, 12)]
     assert strict_pool.equivalent_many(pairs) == [True] * 10
     assert strict_pool.stats["restarts"] >= 2
+
+
+# --- worker start: forks of one warm zygote per process ------------------------------
+
+
+def _stat(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()  # state, ppid, ...
+
+
+def _address_limit(pid: int) -> str:
+    with open(f"/proc/{pid}/limits") as f:
+        return next(line.split()[3] for line in f if line.startswith("Max address space"))
+
+
+def _wait_gone(pids, seconds=20.0) -> list[int]:
+    """The pids still running (not zombies) after up to ``seconds``."""
+    end = time.monotonic() + seconds
+    while True:
+        alive = []
+        for pid in pids:
+            try:
+                if _stat(pid)[0] != "Z":
+                    alive.append(pid)
+            except OSError:
+                pass
+        if not alive or time.monotonic() > end:
+            return alive
+        time.sleep(0.05)
+
+
+linux_fork = pytest.mark.skipif(
+    not (grading.CAN_FORK and os.path.exists("/proc/self/limits")), reason="needs Linux"
+)
+
+
+@linux_fork
+def test_pools_fork_their_workers_from_one_zygote_with_their_own_limits():
+    a = grading.GradingPool(num_workers=2, timeout=10.0, memory_limit_bytes=3 << 30)
+    b = grading.GradingPool(num_workers=1, timeout=10.0, memory_limit_bytes=2 << 30)
+    with a, b:
+        a.wait_ready(), b.wait_ready()
+        pids = a.worker_pids + b.worker_pids
+        (zygote,) = {int(_stat(pid)[1]) for pid in pids}  # one parent for all three
+        assert zygote not in (os.getpid(), *pids)
+        assert [_address_limit(pid) for pid in pids] == [str(3 << 30)] * 2 + [str(2 << 30)]
+        assert _address_limit(zygote) == "unlimited"  # the cap is each worker's own
+        # each fork grades (and installed the audit hook only in itself: the zygote
+        # keeps forking, which the hook would refuse)
+        assert a.equivalent_many([("\\sqrt{4}", "2"), ("x^2-1", "(x-1)(x+1)")]) == [True, True]
+        assert b.extract_many(["so $x = \\frac{3}{4}$"]) == ["\\frac{3}{4}"]
+        first = b.worker_pids[0]
+        os.kill(first, signal.SIGKILL)
+        assert not _wait_gone([first])  # reaped by the zygote's kernel, no zombie left
+        assert b.equivalent("\\sqrt{16}", "4") and b.stats["restarts"] == 1
+        assert int(_stat(b.worker_pids[0])[1]) == zygote
+    assert not _wait_gone(pids)  # closed pools' workers exit (the zygote stays)
+    assert _wait_gone([zygote], 0.0) == [zygote]
+
+
+@linux_fork
+def test_pool_recovers_when_its_zygote_dies():
+    with grading.GradingPool(num_workers=1, timeout=10.0, cache_size=0) as p:
+        p.wait_ready()
+        worker = p.worker_pids[0]
+        zygote = int(_stat(worker)[1])
+        os.kill(zygote, signal.SIGKILL)
+        os.kill(worker, signal.SIGKILL)
+        assert not _wait_gone([worker])
+        assert p.equivalent_many([("\\sqrt{9}", "3"), ("\\pi", "3")]) == [True, False]
+        assert int(_stat(p.worker_pids[0])[1]) not in (zygote, os.getpid())
+        assert p.stats["restarts"] == 1
+
+
+@linux_fork
+def test_zygote_and_workers_exit_when_their_parent_is_killed():
+    code = (
+        "import time\n"
+        "from ttrl_jax.rewards import grading\n"
+        "p = grading.GradingPool(num_workers=2, timeout=10.0).wait_ready()\n"
+        "print(*p.worker_pids, grading._ZYGOTE._proc.pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=REPO)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        pids = [int(x) for x in proc.stdout.readline().split()]
+        assert len(pids) == 3
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    assert not _wait_gone(pids)  # EOF on their sockets: no orphan keeps running
 
 
 def test_default_pool_lifecycle():

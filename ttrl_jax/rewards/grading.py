@@ -5,14 +5,19 @@ Python (``__import__('os').system(...)`` runs), so this module never calls them,
 ``eval``, on model text in the calling (trainer) process. The parent only runs regular
 expressions and :class:`fractions.Fraction` on validated digit strings.
 
-Semantic comparisons go to :class:`GradingPool`: ``num_workers`` fresh interpreters
-running :mod:`ttrl_jax.rewards.grading_worker` (math-verify's LaTeX parser and
-``verify``, an audit hook refusing process creation / sockets / file writes, a memory
-cap). They are started by fork+exec ("spawn" semantics: the parent runs JAX, which is
-not fork-safe) through ``subprocess``, and talk over a socket pair with
-:class:`multiprocessing.connection.Connection` framing; ``multiprocessing``'s own spawn
-context is not used because it re-imports the parent's ``__main__`` (the trainer
-script, hence JAX and its module-level code) in every worker: 1-2 s more per start.
+Semantic comparisons go to :class:`GradingPool`: ``num_workers`` processes running
+:mod:`ttrl_jax.rewards.grading_worker` (math-verify's LaTeX parser and ``verify``, an
+audit hook refusing process creation / sockets / file writes, a memory cap). The parent
+runs JAX, which is not fork-safe, so no worker is a fork of it. By default one fresh
+interpreter per parent process, the zygote, imports math-verify and warms it up once,
+and every worker of every pool in that process is a fork of the zygote: ready in
+milliseconds, where a fresh interpreter spends 1-3 s of CPU (a replacement for a killed
+worker used to cost that much each time). ``start="spawn"`` starts each worker as its
+own fresh interpreter instead (and is what a system without ``fork`` gets). Workers talk
+over a socket pair with :class:`multiprocessing.connection.Connection` framing;
+``multiprocessing``'s own spawn and forkserver contexts are not used because they
+re-import the parent's ``__main__`` (the trainer script, hence JAX and its module-level
+code) in every worker: 1-2 s more per start.
 
 Deadlines. Work is sent in batches; a worker reports each comparison as it finishes.
 A SIGALRM soft timeout (by default ``0.75 * timeout``) inside the worker abandons slow
@@ -42,6 +47,7 @@ import atexit
 import collections
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -53,7 +59,7 @@ from multiprocessing.connection import wait as _wait_connections
 from typing import Self
 
 from ttrl_jax.rewards import answers as answers_lib
-from ttrl_jax.rewards import extraction
+from ttrl_jax.rewards import extraction, grading_worker
 from ttrl_jax.rewards.fast_path import fast_equivalent
 
 __all__ = [
@@ -77,16 +83,145 @@ _WORKER_CMD = (
     "import sys; from ttrl_jax.rewards.grading_worker import serve; "
     "serve(int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]))"
 )
+_ZYGOTE_CMD = (
+    "import sys; from ttrl_jax.rewards.grading_worker import zygote; zygote(int(sys.argv[1]))"
+)
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CAN_FORK = hasattr(os, "fork") and hasattr(socket, "send_fds")
+
+
+def _start_python(cmd: str, fd: int, *args: str) -> subprocess.Popen:
+    """A fresh interpreter running ``cmd`` with ``fd`` inherited (this package on its
+    path; JAX is not fork-safe, so never a fork of this process)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+    return subprocess.Popen(
+        [sys.executable, "-c", cmd, str(fd), *args],
+        pass_fds=(fd,),
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
+
+
+class _Zygote:
+    """This process's warm template of grading workers (`grading_worker.zygote`):
+    started once, shared by every pool of the process, restarted if it dies. A worker
+    forked from it is ready in milliseconds instead of the 1-3 s of CPU that a fresh
+    interpreter spends importing sympy and math-verify and warming ANTLR up."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self._ctrl: socket.socket | None = None
+        self._owner = -1
+
+    def _start(self) -> None:
+        self.close()
+        ctrl, child = socket.socketpair()
+        with child:
+            self._proc = _start_python(_ZYGOTE_CMD, child.fileno())
+        self._ctrl, self._owner = ctrl, os.getpid()
+
+    def _alive(self) -> bool:
+        """Started by this process (not inherited over a fork) and still running."""
+        return (
+            self._ctrl is not None and self._owner == os.getpid() and self._proc.poll() is None
+        )
+
+    def request(self, soft_timeout: float, memory_limit: int) -> Connection:
+        """Asks for a worker; returns the parent's end of its socket (the worker sends
+        ``("ready", pid)`` on it once forked, after the zygote's own warm-up)."""
+        mine, theirs = socket.socketpair()
+        msg = grading_worker.REQUEST.pack(soft_timeout, memory_limit)
+        with self._lock, theirs:
+            for attempt in range(2):
+                if not self._alive():
+                    self._start()
+                try:
+                    socket.send_fds(self._ctrl, [msg], [theirs.fileno()])
+                    break
+                except OSError:  # it died since: start another once
+                    if attempt:
+                        raise
+                    self._ctrl.close()
+                    self._ctrl = None
+        return Connection(mine.detach())
+
+    def close(self) -> None:
+        """Stops the zygote (its workers stop at EOF on their own sockets)."""
+        if self._owner == os.getpid():
+            if self._ctrl is not None:
+                self._ctrl.close()  # EOF: the zygote exits
+            if self._proc is not None:
+                try:
+                    self._proc.wait(timeout=5.0)
+                except subprocess.TimeoutExpired:
+                    self._proc.kill()
+                    self._proc.wait(timeout=5.0)
+        self._ctrl, self._proc = None, None
+
+
+_ZYGOTE = _Zygote()
+atexit.register(_ZYGOTE.close)
+
+
+def _gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (a zombie counts: an orphaned worker's new
+    parent may never reap it)."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):  # PermissionError: pid reused
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return False
 
 
 class _Worker:
-    __slots__ = ("batch", "born", "conn", "deadline", "pos", "proc", "ready")
+    """One worker: a `subprocess.Popen` (``start="spawn"``) or a zygote's fork, known
+    by the pid in its ready message (the zygote's kernel-reaped child, not ours)."""
+
+    __slots__ = ("batch", "born", "conn", "deadline", "pid", "pos", "proc", "ready")
 
     def __init__(self, proc, conn):
         self.proc, self.conn = proc, conn
+        self.pid = proc.pid if proc is not None else None
         self.ready, self.batch, self.pos = False, [], 0
         self.deadline, self.born = math.inf, time.monotonic()
+
+    def on_ready(self, msg) -> bool:
+        if msg[0] != "ready":
+            return False
+        self.ready, self.pid = True, int(msg[1])
+        return True
+
+    def wait(self, timeout: float) -> bool:
+        """Whether the process ended within ``timeout`` seconds."""
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=timeout)
+                return True
+            except subprocess.TimeoutExpired:
+                return False
+        end = time.monotonic() + timeout
+        while self.pid is not None and not _gone(self.pid):
+            if time.monotonic() > end:
+                return False
+            time.sleep(0.002)
+        return True
+
+    def kill(self) -> None:
+        """SIGKILL, then waits until the process is gone (reaped)."""
+        try:
+            if self.proc is not None:
+                self.proc.kill()
+            elif self.pid is not None:
+                os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.wait(5.0)
 
 
 class GradingPool:
@@ -108,6 +243,11 @@ class GradingPool:
             it, leaving only the parent's hard kill.
         batch_size: most comparisons sent to a worker in one message.
         startup_timeout: seconds a new worker may take to import and warm up.
+        start: how workers start: ``"fork"`` from this process's warm zygote (a
+            fresh interpreter that imported math-verify and warmed up once, shared by
+            every pool here; a new or replacement worker is ready in milliseconds),
+            ``"spawn"`` as a fresh interpreter each (1-3 s of CPU per start), or
+            ``"auto"``: fork where the OS can (``os.fork`` and ``socket.send_fds``).
     """
 
     def __init__(
@@ -121,6 +261,7 @@ class GradingPool:
         soft_timeout_fraction: float = 0.75,
         batch_size: int = 64,
         startup_timeout: float = 120.0,
+        start: str = "auto",
     ):
         if num_workers < 1 or timeout <= 0:
             raise ValueError("num_workers must be >= 1 and timeout > 0")
@@ -128,6 +269,11 @@ class GradingPool:
         self.max_chars, self.cache_size = max_chars, cache_size
         self.memory_limit_bytes, self.batch_size = memory_limit_bytes, batch_size
         self.startup_timeout = startup_timeout
+        if start not in ("auto", "fork", "spawn"):
+            raise ValueError(f"start must be 'auto', 'fork' or 'spawn', not {start!r}")
+        if start == "fork" and not CAN_FORK:
+            raise ValueError("start='fork' needs os.fork and socket.send_fds")
+        self.start = start if start != "auto" else ("fork" if CAN_FORK else "spawn")
         self.soft_timeout = max(0.0, soft_timeout_fraction) * self.timeout
         self.stats: collections.Counter = collections.Counter()
         self._cache: collections.OrderedDict = collections.OrderedDict()
@@ -138,24 +284,18 @@ class GradingPool:
     # -- lifecycle -----------------------------------------------------------------
 
     def _spawn(self) -> _Worker:
+        memory_limit = self.memory_limit_bytes or 0
+        if self.start == "fork":
+            return _Worker(None, _ZYGOTE.request(self.soft_timeout, memory_limit))
         parent_sock, child_sock = socket.socketpair()
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
-        args = [str(child_sock.fileno()), repr(self.soft_timeout)]
-        args.append(str(self.memory_limit_bytes or 0))
         with child_sock:
-            proc = subprocess.Popen(
-                [sys.executable, "-c", _WORKER_CMD, *args],
-                pass_fds=(child_sock.fileno(),),
-                stdin=subprocess.DEVNULL,
-                env=env,
-            )
+            args = (repr(self.soft_timeout), str(memory_limit))
+            proc = _start_python(_WORKER_CMD, child_sock.fileno(), *args)
         return _Worker(proc, Connection(parent_sock.detach()))
 
     def _kill(self, w: _Worker) -> None:
         try:
-            w.proc.kill()
-            w.proc.wait(timeout=5.0)
+            w.kill()
         finally:
             w.conn.close()
 
@@ -176,16 +316,16 @@ class GradingPool:
                     i = next(k for k, w in enumerate(self._workers) if w.conn is conn)
                     try:
                         msg = conn.recv()
-                        self._workers[i].ready = msg[0] == "ready"
+                        self._workers[i].on_ready(msg)
                     except (EOFError, OSError):
                         self._fail(i, {}, collections.deque(), "crashes")
                 if time.monotonic() > min(w.born for w in starting) + self.startup_timeout:
                     raise RuntimeError(f"grading worker failed to start in {self.startup_timeout}s")
 
     @property
-    def worker_pids(self) -> list[int]:
-        """Process ids of the current workers."""
-        return [w.proc.pid for w in self._workers]
+    def worker_pids(self) -> list[int | None]:
+        """Process ids of the current workers (None: a forked one not yet ready)."""
+        return [w.pid for w in self._workers]
 
     def close(self) -> None:
         """Stops the workers (idempotent)."""
@@ -199,11 +339,8 @@ class GradingPool:
                 except (OSError, ValueError):
                     pass
             for w in self._workers:
-                try:
-                    w.proc.wait(timeout=2.0)
-                except subprocess.TimeoutExpired:
-                    w.proc.kill()
-                    w.proc.wait(timeout=2.0)
+                if not w.wait(2.0):
+                    w.kill()
                 w.conn.close()
 
     def __enter__(self) -> Self:
@@ -242,8 +379,7 @@ class GradingPool:
                 try:
                     while w.conn.poll():
                         msg = w.conn.recv()
-                        if msg[0] == "ready":
-                            w.ready = True
+                        if w.on_ready(msg):
                             continue
                         idx, ok = msg
                         results[idx] = ok
@@ -270,7 +406,8 @@ class GradingPool:
             self.stats["start_failures"] += 1
             if self.stats["start_failures"] > 3 * self.num_workers + 3:
                 raise RuntimeError(
-                    f"grading workers keep dying while starting (exit code {w.proc.poll()})"
+                    "grading workers keep dying while starting"
+                    + (f" (exit code {w.proc.poll()})" if w.proc is not None else "")
                 )
         if w.batch:
             idx, op = w.batch[w.pos][:2]

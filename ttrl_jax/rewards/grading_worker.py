@@ -1,9 +1,10 @@
 """The grading worker process: math-verify behind a soft timeout and an audit hook.
 
-Started by :class:`ttrl_jax.rewards.grading.GradingPool` as a fresh interpreter
-(``python -c "...; serve(fd, soft_timeout, memory_limit)"``); imports only the standard
-library and math-verify (never JAX, never the trainer). Protocol on the socket ``fd``
-(:class:`multiprocessing.connection.Connection` framing): the worker sends
+Started by :class:`ttrl_jax.rewards.grading.GradingPool`, either forked by the
+zygote (:func:`zygote`: a fresh interpreter that warmed up once and forks a worker per
+request) or as a fresh interpreter of its own (:func:`serve`); either way it imports
+only the standard library and math-verify (never JAX, never the trainer). Protocol on
+the worker's socket (:class:`multiprocessing.connection.Connection` framing): it sends
 ``("ready", pid)`` once warmed up, then for each batch ``[(idx, op, a, b), ...]`` it
 sends ``(idx, result)`` per item as soon as it is done; ``None`` stops it. Operations:
 
@@ -34,10 +35,11 @@ import collections
 import logging
 import os
 import re
+import struct
 import sys
 from multiprocessing.connection import Connection
 
-__all__ = ["audit_hook", "serve"]
+__all__ = ["REQUEST", "audit_hook", "serve", "zygote"]
 
 
 class _SoftTimeout(BaseException):
@@ -198,16 +200,9 @@ def _make_extractor():
     return extract
 
 
-def serve(fd: int, soft_timeout: float, memory_limit: int) -> None:
-    """Worker entry point: serves batches ``[(idx, op, a, b), ...]`` on socket ``fd``.
-
-    Answers ``("ready", pid)`` once warmed up, then ``(idx, result)`` per item.
-    """
-    import signal
-
-    conn = Connection(fd)
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
+def _warm_graders():
+    """Imports math-verify, builds ``(compare, extract)`` and warms them up on
+    `_WARM_UP` (ANTLR's DFA cache, sympy's paths); the parse cache starts empty."""
     logging.getLogger("math_verify").setLevel(logging.CRITICAL)
     from math_verify import LatexExtractionConfig, parse, verify
 
@@ -229,11 +224,20 @@ def serve(fd: int, soft_timeout: float, memory_limit: int) -> None:
         return bool(pg and pp and verify(pg, pp, timeout_seconds=None))
 
     extract = _make_extractor()
-    for i in range(0, len(_WARM_UP), 2):  # warm ANTLR's DFA cache and sympy's paths
+    for i in range(0, len(_WARM_UP), 2):
         compare(_WARM_UP[i], _WARM_UP[i + 1])
     for text in _WARM_UP_TEXTS:
         extract(text)
     parsed_cache.clear()
+    return compare, extract
+
+
+def _serve_batches(conn: Connection, graders, soft_timeout: float, memory_limit: int) -> None:
+    """Caps the address space, installs the soft timeout and `audit_hook`, answers
+    ``("ready", pid)``, then serves batches on ``conn`` until ``None`` or EOF."""
+    import signal
+
+    compare, extract = graders
     if memory_limit:
         import resource
 
@@ -266,3 +270,60 @@ def serve(fd: int, soft_timeout: float, memory_limit: int) -> None:
             except Exception:  # noqa: BLE001 -- any failure means "not equal" / no answer
                 result = False if op == "cmp" else None
             conn.send((idx, result))
+
+
+def serve(fd: int, soft_timeout: float, memory_limit: int) -> None:
+    """Entry point of a worker started on its own (``start="spawn"``): warms up, then
+    serves batches ``[(idx, op, a, b), ...]`` on socket ``fd``."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
+    _serve_batches(Connection(fd), _warm_graders(), soft_timeout, memory_limit)
+
+
+REQUEST = struct.Struct("!dq")  # a zygote request: soft timeout (s), memory limit (bytes)
+
+
+def zygote(fd: int) -> None:
+    """Entry point of the zygote (``start="fork"``): warms up once, then forks one
+    worker per request on the control socket ``fd``.
+
+    A request is `REQUEST`'s bytes with one file descriptor attached (SCM_RIGHTS): the
+    new worker's end of its socket pair. The forked worker starts warm (it shares the
+    zygote's imports and ANTLR's DFA cache copy-on-write), caps its own address space,
+    installs its soft timeout and `audit_hook` (never the zygote: it must fork) and
+    serves batches as a spawned worker does. The zygote ignores SIGCHLD, so the kernel
+    reaps its workers; it exits at EOF on ``fd`` (the parent is gone), and so do its
+    workers at EOF on theirs. It is single-threaded, which makes ``fork`` safe."""
+    import signal
+    import socket
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    ctrl = socket.socket(fileno=fd)
+    graders = _warm_graders()
+    while True:
+        try:
+            msg, fds, _, _ = socket.recv_fds(ctrl, REQUEST.size, 1)
+            while fds and len(msg) < REQUEST.size:  # a stream socket may split the bytes
+                more = ctrl.recv(REQUEST.size - len(msg))
+                if not more:
+                    break
+                msg += more
+        except OSError:
+            return
+        if len(msg) < REQUEST.size or not fds:
+            for extra in fds:
+                os.close(extra)
+            return
+        soft_timeout, memory_limit = REQUEST.unpack(msg)
+        if os.fork() == 0:  # the worker: never returns into this loop
+            code = 1
+            try:
+                ctrl.close()
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                _serve_batches(Connection(fds[0]), graders, soft_timeout, memory_limit)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(fds[0])
