@@ -22,6 +22,14 @@ PYTEST_ARGS ?=
 # again), so make's recipes run without that variable. Measured on 2 cores: compiling
 # the whole venv took 27 s of the install; the imports of the test suite compile in ~8 s.
 PIP := $(PY) -m pip install -q --no-compile
+# The pinned set installs with uv where it can (it resolves, downloads and unpacks in
+# parallel: on 2 cores the runtime set took 5 s against pip's 37 s, the test extra 2 s
+# against 9 s, the same versions); pip takes over if uv cannot be installed or fails
+# (uv reads no pip configuration, so a pip-only mirror still works). uv writes no
+# bytecode either. torch always comes from pip: see the test stamp.
+UV_VERSION := 0.13.10
+UV := $(VENV)/bin/uv
+FAST_PIP = { test -x $(UV) || $(PIP) uv==$(UV_VERSION); } && $(UV) pip install -q --python $(PY)
 unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: test test-fast demo demo-robustness demo-guard demo-srt demo-rewards install bench bench-smoke clean-venv
@@ -30,19 +38,21 @@ unexport PYTHONDONTWRITEBYTECODE
 # not download them; on most machines PyPI's torch is the multi-GB CUDA build)
 $(CORE_STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) -c requirements/constraints.txt -e .
+	$(FAST_PIP) -c requirements/constraints.txt -e . || $(PIP) -c requirements/constraints.txt -e .
 	touch $(CORE_STAMP)
 
 # tests add the test extra, benchmarks the bench extra, each with its own stamp: torch
 # is only a test/bench dependency (parity checks); 2.13.0 is the CPU build on this image
 $(TEST_STAMP): $(CORE_STAMP)
 	$(PIP) torch==2.13.0
-	$(PIP) -c requirements/constraints.txt -e ".[test]"
+	$(FAST_PIP) -c requirements/constraints.txt -e ".[test]" \
+	  || $(PIP) -c requirements/constraints.txt -e ".[test]"
 	touch $(TEST_STAMP)
 
 $(BENCH_STAMP): $(CORE_STAMP)
 	$(PIP) torch==2.13.0
-	$(PIP) -c requirements/constraints.txt -e ".[bench]"
+	$(FAST_PIP) -c requirements/constraints.txt -e ".[bench]" \
+	  || $(PIP) -c requirements/constraints.txt -e ".[bench]"
 	touch $(BENCH_STAMP)
 
 install: $(TEST_STAMP) $(BENCH_STAMP)
