@@ -392,6 +392,26 @@ def test_pools_fork_their_workers_from_one_zygote_with_their_own_limits():
 
 
 @linux_fork
+def test_pools_leave_no_process_or_descriptor_behind():
+    def cycle() -> list[int]:
+        with grading.GradingPool(num_workers=2, timeout=10.0, cache_size=0) as p:
+            p.wait_ready()
+            first = p.worker_pids[0]
+            os.kill(first, signal.SIGKILL)
+            assert not _wait_gone([first])
+            pairs = [(f"\\sqrt{{{k * k}}}", str(k)) for k in range(2, 6)]
+            assert p.equivalent_many(pairs) == [True] * 4  # a replacement was forked
+            assert p.stats["restarts"] == 1
+            return [first, *p.worker_pids]
+
+    cycle()  # opens the zygote's control socket if this process has none yet
+    before = sorted(os.listdir("/proc/self/fd"))
+    pids = cycle() + cycle()
+    assert sorted(os.listdir("/proc/self/fd")) == before  # sockets and pidfds closed
+    assert not _wait_gone(pids)
+
+
+@linux_fork
 def test_pool_recovers_when_its_zygote_dies():
     with grading.GradingPool(num_workers=1, timeout=10.0, cache_size=0) as p:
         p.wait_ready()

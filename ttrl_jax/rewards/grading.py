@@ -47,6 +47,7 @@ import atexit
 import collections
 import math
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -181,12 +182,15 @@ def _gone(pid: int) -> bool:
 
 class _Worker:
     """One worker: a `subprocess.Popen` (``start="spawn"``) or a zygote's fork, known
-    by the pid in its ready message (the zygote's kernel-reaped child, not ours)."""
+    by the pid in its ready message (the zygote's kernel-reaped child, not ours). A
+    fork is signalled through a pidfd where Linux has them (taken at its ready message,
+    while it waits for work), so a kill can never reach another process that reused
+    its pid; elsewhere by pid."""
 
-    __slots__ = ("batch", "born", "conn", "deadline", "pid", "pos", "proc", "ready")
+    __slots__ = ("batch", "born", "conn", "deadline", "pid", "pidfd", "pos", "proc", "ready")
 
     def __init__(self, proc, conn):
-        self.proc, self.conn = proc, conn
+        self.proc, self.conn, self.pidfd = proc, conn, None
         self.pid = proc.pid if proc is not None else None
         self.ready, self.batch, self.pos = False, [], 0
         self.deadline, self.born = math.inf, time.monotonic()
@@ -195,6 +199,11 @@ class _Worker:
         if msg[0] != "ready":
             return False
         self.ready, self.pid = True, int(msg[1])
+        if self.proc is None and hasattr(os, "pidfd_open"):
+            try:
+                self.pidfd = os.pidfd_open(self.pid)
+            except OSError:  # already gone (or no pidfd support): signal by pid
+                self.pidfd = None
         return True
 
     def wait(self, timeout: float) -> bool:
@@ -206,7 +215,9 @@ class _Worker:
             except subprocess.TimeoutExpired:
                 return False
         end = time.monotonic() + timeout
-        while self.pid is not None and not _gone(self.pid):
+        if self.pidfd is not None and not select.select([self.pidfd], [], [], timeout)[0]:
+            return False  # a pidfd turns readable when its process exits
+        while self.pid is not None and not _gone(self.pid):  # then until it is reaped
             if time.monotonic() > end:
                 return False
             time.sleep(0.002)
@@ -217,11 +228,20 @@ class _Worker:
         try:
             if self.proc is not None:
                 self.proc.kill()
+            elif self.pidfd is not None:
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
             elif self.pid is not None:
                 os.kill(self.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         self.wait(5.0)
+
+    def release(self) -> None:
+        """Closes the socket and the pidfd (the process must be gone or going)."""
+        self.conn.close()
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
 
 
 class GradingPool:
@@ -297,7 +317,7 @@ class GradingPool:
         try:
             w.kill()
         finally:
-            w.conn.close()
+            w.release()
 
     def _replace(self, i: int) -> None:
         self._kill(self._workers[i])
@@ -341,7 +361,7 @@ class GradingPool:
             for w in self._workers:
                 if not w.wait(2.0):
                     w.kill()
-                w.conn.close()
+                w.release()
 
     def __enter__(self) -> Self:
         return self
