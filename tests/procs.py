@@ -1,5 +1,6 @@
 """Environments for the processes tests launch: the suite's compile flags for tests of
-the library's logic, a user's flags for tests of a learning claim."""
+the library's logic, a user's flags for tests of a learning claim; and what Linux's
+/proc says of a process."""
 
 from __future__ import annotations
 
@@ -30,3 +31,17 @@ def user_env(**extra: str) -> dict[str, str]:
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT, **extra}
     env.pop("XLA_FLAGS", None)
     return env
+
+
+def proc_stat(pid: int) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name: state, ppid, ..."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting for its reaper counts as stopped)."""
+    try:
+        return proc_stat(pid)[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):  # reaped (before or while reading)
+        return False

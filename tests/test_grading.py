@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import procs
 import pytest
 
 from ttrl_jax.rewards import grading
@@ -336,11 +337,6 @@ def test_pool_survives_externally_killed_workers(strict_pool):
 # --- worker start: forks of one warm zygote per process ------------------------------
 
 
-def _stat(pid: int) -> list[str]:
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()  # state, ppid, ...
-
-
 def _address_limit(pid: int) -> str:
     with open(f"/proc/{pid}/limits") as f:
         return next(line.split()[3] for line in f if line.startswith("Max address space"))
@@ -350,13 +346,7 @@ def _wait_gone(pids, seconds=20.0) -> list[int]:
     """The pids still running (not zombies) after up to ``seconds``."""
     end = time.monotonic() + seconds
     while True:
-        alive = []
-        for pid in pids:
-            try:
-                if _stat(pid)[0] != "Z":
-                    alive.append(pid)
-            except OSError:
-                pass
+        alive = [pid for pid in pids if procs.alive(pid)]
         if not alive or time.monotonic() > end:
             return alive
         time.sleep(0.05)
@@ -374,7 +364,7 @@ def test_pools_fork_their_workers_from_one_zygote_with_their_own_limits():
     with a, b:
         a.wait_ready(), b.wait_ready()
         pids = a.worker_pids + b.worker_pids
-        (zygote,) = {int(_stat(pid)[1]) for pid in pids}  # one parent for all three
+        (zygote,) = {int(procs.proc_stat(pid)[1]) for pid in pids}  # one parent for all
         assert zygote not in (os.getpid(), *pids)
         assert [_address_limit(pid) for pid in pids] == [str(3 << 30)] * 2 + [str(2 << 30)]
         assert _address_limit(zygote) == "unlimited"  # the cap is each worker's own
@@ -386,7 +376,7 @@ def test_pools_fork_their_workers_from_one_zygote_with_their_own_limits():
         os.kill(first, signal.SIGKILL)
         assert not _wait_gone([first])  # reaped by the zygote's kernel, no zombie left
         assert b.equivalent("\\sqrt{16}", "4") and b.stats["restarts"] == 1
-        assert int(_stat(b.worker_pids[0])[1]) == zygote
+        assert int(procs.proc_stat(b.worker_pids[0])[1]) == zygote
     assert not _wait_gone(pids)  # closed pools' workers exit (the zygote stays)
     assert _wait_gone([zygote], 0.0) == [zygote]
 
@@ -416,14 +406,14 @@ def test_pool_recovers_when_its_zygote_dies():
     with grading.GradingPool(num_workers=1, timeout=10.0, cache_size=0) as p:
         p.wait_ready()
         worker = p.worker_pids[0]
-        zygote = int(_stat(worker)[1])
+        zygote = int(procs.proc_stat(worker)[1])
         os.kill(zygote, signal.SIGKILL)
         os.kill(worker, signal.SIGKILL)
         # both gone first (else a request may still reach the dying zygote: then that
         # start fails too and a second replacement follows, which also recovers)
         assert not _wait_gone([zygote, worker])
         assert p.equivalent_many([("\\sqrt{9}", "3"), ("\\pi", "3")]) == [True, False]
-        assert int(_stat(p.worker_pids[0])[1]) not in (zygote, os.getpid())
+        assert int(procs.proc_stat(p.worker_pids[0])[1]) not in (zygote, os.getpid())
         assert p.stats["restarts"] == 1
 
 

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 
+import procs
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -239,15 +240,6 @@ def _write_exe(path, text):
     os.chmod(path, 0o755)
 
 
-def _alive(pid):
-    """Running (a zombie waiting for its reaper counts as stopped)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def test_launch_and_stop_run_on_a_stub_worker(tmp_path):
     """The remote commands themselves: gcloud ssh is replaced by running --command in a
     local shell whose $HOME is a temporary worker."""
@@ -274,7 +266,7 @@ def test_launch_and_stop_run_on_a_stub_worker(tmp_path):
         assert out.returncode == 0, out.stderr
         assert "worker 0: started r1" in out.stdout
         pid = int(pid_file.read_text())
-        assert _alive(pid)
+        assert procs.alive(pid)
         again = sh("launch.sh", *args, env=env)
         assert again.returncode != 0 and "already running on worker 0" in again.stderr
         for _ in range(50):
@@ -289,7 +281,7 @@ def test_launch_and_stop_run_on_a_stub_worker(tmp_path):
         assert stop.returncode == 0 and "stopped" in stop.stdout
         assert not pid_file.exists()
         for _ in range(50):
-            if not _alive(pid):
+            if not procs.alive(pid):
                 break
             time.sleep(0.1)
         else:
