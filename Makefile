@@ -30,6 +30,9 @@ PIP := $(PY) -m pip install -q --no-compile
 UV_VERSION := 0.13.10
 UV := $(VENV)/bin/uv
 FAST_PIP = { test -x $(UV) || $(PIP) uv==$(UV_VERSION); } && $(UV) pip install -q --python $(PY)
+PINNED := -c requirements/constraints.txt -e
+# $(call pinned,TARGET): TARGET with the pinned versions, by uv, else by pip
+pinned = $(FAST_PIP) $(PINNED) $(1) || $(PIP) $(PINNED) $(1)
 unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: test test-fast demo demo-robustness demo-guard demo-srt demo-rewards install bench bench-smoke clean-venv
@@ -38,21 +41,19 @@ unexport PYTHONDONTWRITEBYTECODE
 # not download them; on most machines PyPI's torch is the multi-GB CUDA build)
 $(CORE_STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(FAST_PIP) -c requirements/constraints.txt -e . || $(PIP) -c requirements/constraints.txt -e .
+	$(call pinned,.)
 	touch $(CORE_STAMP)
 
 # tests add the test extra, benchmarks the bench extra, each with its own stamp: torch
 # is only a test/bench dependency (parity checks); 2.13.0 is the CPU build on this image
 $(TEST_STAMP): $(CORE_STAMP)
 	$(PIP) torch==2.13.0
-	$(FAST_PIP) -c requirements/constraints.txt -e ".[test]" \
-	  || $(PIP) -c requirements/constraints.txt -e ".[test]"
+	$(call pinned,".[test]")
 	touch $(TEST_STAMP)
 
 $(BENCH_STAMP): $(CORE_STAMP)
 	$(PIP) torch==2.13.0
-	$(FAST_PIP) -c requirements/constraints.txt -e ".[bench]" \
-	  || $(PIP) -c requirements/constraints.txt -e ".[bench]"
+	$(call pinned,".[bench]")
 	touch $(BENCH_STAMP)
 
 install: $(TEST_STAMP) $(BENCH_STAMP)
