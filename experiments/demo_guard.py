@@ -68,10 +68,10 @@ def arms(lr: float, target: float) -> dict[str, tuple[str, list[str]]]:
     higher lr) without and with the guard."""
     from experiments import demo
 
-    votes = f"rollout.n_votes={demo.SETTINGS['demo']['votes']}"
+    common = [f"rollout.n_votes={demo.SETTINGS['demo']['votes']}", f"optim.lr={lr}"]
     return {
-        "no guard": ("noguard", [votes, f"optim.lr={lr}", "guard.step_kl_target=0"]),
-        "guard": ("guard", [votes, f"optim.lr={lr}", f"guard.step_kl_target={target}"]),
+        "no guard": ("noguard", [*common, "guard.step_kl_target=0"]),
+        "guard": ("guard", [*common, f"guard.step_kl_target={target}"]),
     }
 
 
