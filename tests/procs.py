@@ -7,6 +7,9 @@ from __future__ import annotations
 import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The children's import path: the checkout, then `core_install/sitecustomize.py`, which
+# hides torch from them as the core install (`make demo`) does.
+CHILD_PATH = os.pathsep.join((ROOT, os.path.join(ROOT, "tests", "core_install")))
 
 # The suite's programs are tiny: compiling them costs far more than running them. XLA's
 # CPU backend compiles them ~3x faster with LLVM's optimisation off and the classic
@@ -19,16 +22,19 @@ TEST_XLA_FLAGS = (
 
 def child_env(devices: int = 1, **extra: str) -> dict[str, str]:
     """A child JAX process on the CPU with ``devices`` fake devices and the suite's
-    compile flags; it inherits the run's compilation cache (`conftest`)."""
+    compile flags, without torch (`CHILD_PATH`); it inherits the run's compilation cache
+    (`conftest`)."""
     flags = TEST_XLA_FLAGS
     if devices > 1:
         flags = f"--xla_force_host_platform_device_count={devices} {flags}"
-    return {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": flags, "PYTHONPATH": ROOT, **extra}
+    return {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": flags, "PYTHONPATH": CHILD_PATH,
+            **extra}
 
 
 def user_env(**extra: str) -> dict[str, str]:
-    """A child process as a user runs it: one CPU device, XLA's default flags."""
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT, **extra}
+    """A child process as a user runs it: one CPU device, XLA's default flags, the core
+    install (no torch)."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": CHILD_PATH, **extra}
     env.pop("XLA_FLAGS", None)
     return env
 
