@@ -10,13 +10,16 @@ EOS that every decoder honours identically.
 Decoders: the static decoder (`sampling.decode`: all B*M rows stay in the loop until the
 longest is done) and the engine (`rollout.engine`: S slots over the queue of B*M
 samples, refilled as samples end) for several S, each with the own-cache attention
-reading all T_max slots every step and reading only the live blocks of 128 slots.
+reading all T_max slots every step and with ragged reads (each group of
+`engine.RAGGED_GROUP` slots reads only its own live blocks of 128 slots); the static
+decoder with all T_max slots and with the live blocks of its longest row.
 Printed per decoder: useful tokens/s (the sum of sample lengths over the wall time),
 slot-steps run (loop iterations x rows in the batch) and the wasted share of them, and
 the loop's memory (XLA's memory analysis of the compiled loop: arguments + temporaries,
 the KV cache included); then the ratio to the static decoder, the share of samples
 whose tokens equal the static decoder's, the static decoder with every sample at T_max
-(no padding work) for reference, and the curve over T_max = 256, 512 at the best S.
+(no padding work) for reference, and the curve over T_max = 256, 512 at the best S and
+read.
 
 Run: ``python benchmarks/bench_lengths.py [--smoke]``.
 """
@@ -69,7 +72,7 @@ def main() -> None:
     dims = common.SMOKE_QWEN2 if args.smoke else common.TINY_QWEN2
     b, m, p = (2, 4, 16) if args.smoke else (8, 16, 32)
     t_top, median = (64, 16) if args.smoke else (1024, 250)
-    slot_counts = (2, 4) if args.smoke else (16, 32, 48, 64)
+    slot_counts = (2, 4) if args.smoke else (16, 32, 48, 64, 96)
     t_curve = (32,) if args.smoke else (256, 512)
     with tempfile.TemporaryDirectory() as tmp:
         common.write_qwen2(tmp, **dims)
@@ -138,7 +141,7 @@ def main() -> None:
     rows, outs = [], []
     runs = [("static, full cache reads", 0, 0), (f"static, live blocks of {blk}", 0, blk)]
     for s in slot_counts:
-        runs += [(f"engine S={s}, full cache reads", s, 0), (f"engine S={s}, live blocks", s, blk)]
+        runs += [(f"engine S={s}, full cache reads", s, 0), (f"engine S={s}, ragged reads", s, blk)]
     for name, slots, attn in runs:
         row, out = measure(name, t_top, limits, slots, attn)
         rows.append(row)
@@ -154,12 +157,13 @@ def main() -> None:
         f"static decoder's: {same:.1%}"
     )
     for i in range(2, len(rows), 2):
-        print(f"S={runs[i][1]}: full reads {rate[i]:.2f}x, live blocks {rate[i + 1]:.2f}x")
-    curve, s_best = [], runs[best][1]
+        print(f"S={runs[i][1]}: full reads {rate[i]:.2f}x, ragged reads {rate[i + 1]:.2f}x")
+    curve, (_, s_best, attn_best) = [], runs[best]
     for t_max in t_curve:
         lim = law(t_max)
         st_row, _ = measure(f"T_max {t_max}: static", t_max, lim, 0, 0)
-        en_row, _ = measure(f"T_max {t_max}: engine S={s_best}", t_max, lim, s_best, 0)
+        name = f"T_max {t_max}: engine S={s_best}" + (", ragged reads" if attn_best else "")
+        en_row, _ = measure(name, t_max, lim, s_best, attn_best)
         curve += [st_row, en_row]
         print(f"T_max {t_max}: engine / static useful tokens/s {en_row[3] / st_row[3]:.2f}x")
     common.table(header, curve)

@@ -1,6 +1,7 @@
 """Tests for ttrl_jax.rollout.engine, the slot-refill decode engine: every sample produced
 once, lengths at EOS, results independent of the slot count and of the mesh, equal to
-the static decoder, blocked attention equal to dense attention, and one compile."""
+the static decoder, blocked and ragged attention equal to dense attention, and one
+compile."""
 
 import jax
 import jax.numpy as jnp
@@ -131,13 +132,14 @@ def test_greedy_equals_static_and_blocked_reads(model, prompts):
 @pytest.mark.slow
 def test_matches_static_decoder_at_scale(model, prompts):
     """fp32, temperature 1, EOS on, 3 x 32 samples of up to 64 tokens: at least 99 % of
-    the engine's samples equal the static decoder's token for token."""
+    the engine's samples equal the static decoder's token for token, with either read."""
     kw = {"m": 32, "max_new_tokens": 64, "eos_ids": (3, 7)}
     static = run(model, prompts, 0, key=5, **kw)
-    out = run(model, prompts, 24, key=5, **kw)
-    same = np.all(out.tokens == static.tokens, axis=-1)
-    assert same.mean() >= 0.99, same.mean()
-    check_ends(out, eos=(3, 7))
+    for blk in (0, 16):  # all T slots, and ragged reads in blocks of 16
+        out = run(model, prompts, 24, key=5, attn_block=blk, **kw)
+        same = np.all(out.tokens == static.tokens, axis=-1)
+        assert same.mean() >= 0.99, (blk, same.mean())
+        check_ends(out, eos=(3, 7))
 
 
 def _dense_reference(q, ck, cv, w, pk, pv, pmask):
@@ -174,10 +176,41 @@ def test_blocked_attention_equals_dense_for_ragged_lengths():
             q, ck, cv, jnp.asarray(w), pk, pv, jnp.asarray(pmask), blk, n_blocks
         )
         np.testing.assert_allclose(np.asarray(got), ref, atol=1e-5, rtol=0)
+    # ragged reads: the 6 rows ranked by length in groups of 1, 4 (uneven: 4 + 2) and 6,
+    # each group reading only its own live blocks
+    for blk, group in ((4, 1), (8, 4), (16, 6), (32, 4)):
+        got = engine.cache_attention(
+            q, ck, cv, jnp.asarray(w), pk, pv, jnp.asarray(pmask), blk, ragged=group
+        )
+        np.testing.assert_allclose(np.asarray(got), ref, atol=1e-5, rtol=0)
     only_prefix = np.full((b, g), -1, np.int32)  # no own slot: zero blocks read
-    got = engine.cache_attention(q, ck, cv, only_prefix, pk, pv, pmask, 8, 0)
     ref0 = _dense_reference(q, ck, cv, only_prefix, pk, pv, pmask)
-    np.testing.assert_allclose(np.asarray(got), ref0, atol=1e-5, rtol=0)
+    for n_blocks, group in ((0, 0), (None, 2)):
+        got = engine.cache_attention(q, ck, cv, only_prefix, pk, pv, pmask, 8, n_blocks, group)
+        np.testing.assert_allclose(np.asarray(got), ref0, atol=1e-5, rtol=0)
+
+
+def test_ragged_reads_never_read_past_a_rows_length():
+    """Cache slots past each row's ``w`` hold 1e30 (stale entries of an earlier sample):
+    the ragged read masks them inside a partly filled block and skips the blocks past
+    the group's longest row, so the result stays the dense softmax over slots <= w."""
+    rng = np.random.RandomState(1)
+    n, kh, r, dh, p, t = 8, 2, 2, 8, 3, 64
+    q = rng.randn(n, 1, kh, r, dh).astype(np.float32) / np.sqrt(dh)
+    ck = rng.randn(n, 1, kh, dh, t).astype(np.float32)
+    cv = rng.randn(n, 1, kh, t, dh).astype(np.float32)
+    w = np.array([[0], [63], [5], [17], [40], [9], [31], [2]], np.int32)
+    past = np.arange(t) > w[:, :, None, None]  # [n, 1, 1, T]
+    ck_stale = np.where(past[:, :, :, None, :], np.float32(1e30), ck)
+    cv_stale = np.where(past[..., None], np.float32(1e30), cv)
+    pk, pv = (rng.randn(n, kh, p, dh).astype(np.float32) for _ in range(2))
+    pmask = np.ones((n, p), bool)
+    ref = _dense_reference(q, ck, cv, w, pk, pv, pmask)
+    for blk, group in ((8, 1), (16, 3), (8, 8)):
+        got = engine.cache_attention(
+            q, ck_stale, cv_stale, jnp.asarray(w), pk, pv, pmask, blk, ragged=group
+        )
+        np.testing.assert_allclose(np.asarray(got), ref, atol=1e-5, rtol=0)
 
 
 def test_no_recompile_across_length_mixes(model, prompts):
@@ -226,12 +259,17 @@ def test_slot_count_rules():
     assert sampling.slots_for(128, 0, 1024) == 0  # the static decoder
     assert sampling.slots_for(128, 500, 64) == 128
     assert sampling.slots_for(10, 4, 16) == 4
-    # the default: S = B M / 4 in multiples of 8 from T = 256, the static decoder below
-    assert sampling.slots_for(128, None, 1024) == 32
-    assert sampling.slots_for(100, None, 256) == 32
+    # the default: S = B M / 2 in multiples of 8 from T = 256, the static decoder below
+    assert sampling.slots_for(128, None, 1024) == 64
+    assert sampling.slots_for(100, None, 256) == 56
     assert sampling.slots_for(4, None, 3072) == 4
     assert sampling.slots_for(512, None, 255) == 0
     assert sampling.slots_for(512, None, 3072, backend="gpu") == 512  # weights-bound steps
     assert sampling.slots_for(512, None, 255, backend="tpu") == 0
     with pytest.raises(ValueError, match="decode_slots"):
         sampling.slots_for(10, -1, 16)
+    # the engine's default read: ragged in blocks of 128 on the CPU where 128 divides T
+    assert sampling.engine_attn_block(1024, backend="cpu", devices=1) == 128
+    assert sampling.engine_attn_block(320, backend="cpu", devices=1) == 0
+    assert sampling.engine_attn_block(1024, backend="cpu", devices=8) == 0  # a mesh
+    assert sampling.engine_attn_block(1024, backend="gpu") == 0

@@ -28,8 +28,10 @@ of different batch shapes). Memory: the response cache is ``S x T`` per layer in
 of ``N x T``; the outputs stay ``[N, T]`` token ids and log-probs.
 
 Attention (`cache_attention`) reads the shared prefix and the own slots ``<= w`` of each
-row in fp32 with one softmax; with ``attn_block`` > 0 it reads the own cache in blocks,
-only the ``max(w) // attn_block + 1`` blocks that a live row can see.
+row in fp32 with one softmax; with ``attn_block`` > 0 it reads the own cache in blocks:
+the static decoder the ``max(w) // attn_block + 1`` blocks that its longest row can see,
+the engine each group of `RAGGED_GROUP` slots (ranked by length) only its own live
+blocks, so a slot's read follows its own sample's length (`_own_attention_ragged`).
 """
 
 from __future__ import annotations
@@ -112,10 +114,10 @@ def attention_block_size(max_len: int, block: int | None = None) -> int:
     """The own-cache block of the decode attention, checked against T (None or 0: read
     all T slots every step).
 
-    On the XLA CPU at T = 1024 with the 11M model blocked reads measured 0.94x the full
-    read's speed in the static decoder and 0.77-0.98x in the engine, whose longest live
-    slot is nearly always long (`benchmarks/bench_lengths.py`, BENCHMARKS.md); they are
-    meant for long T with large KV caches, where reading the unfilled slots dominates."""
+    On the XLA CPU at T = 1024 with the 11M model, blocks of 128 bounded by the longest
+    row measured 0.94-1.02x the full read's speed in the static decoder; the engine's
+    ragged reads (each group of `RAGGED_GROUP` slots bounded by its own longest) 1.13-1.30x
+    (`benchmarks/bench_lengths.py`, BENCHMARKS.md)."""
     block = block or 0
     if block and max_len % block:
         raise ValueError(f"attention block {block} does not divide max_len {max_len}")
@@ -153,7 +155,60 @@ def _own_attention_blocked(q, ck, cv, w, mx, den, acc, blk: int, n_blocks):
     return acc, den
 
 
-def cache_attention(q, ck, cv, w, prefix_k, prefix_v, prefix_mask, attn_block=0, n_blocks=None):
+# Rows per group of the engine's ragged reads (`_own_attention_ragged`). On the XLA CPU
+# (2 cores, T = 1024, 32 slots at W3's length mix, one layer) a group of 1 / 2 / 4 / 8
+# / 16 rows read the own cache in 2.9 / 2.5 / 2.7 / 3.8 / 5.3 ms against 3.9-4.2 ms for
+# all T slots: small groups follow each row's length, larger ones do fewer, larger
+# gathers. On W3's whole workload at S = 64, groups of 4 took 31.4 s against 33.7 s
+# for groups of 2 (BENCHMARKS.md has the table at 4).
+RAGGED_GROUP = 4
+
+
+def _own_attention_ragged(q, ck, cv, w, mx, den, acc, blk: int, group: int):
+    """`_own_attention_blocked` with a read bound per group of rows instead of one for
+    all: rows are ranked by ``w`` (longest first) and cut into groups of ``group``; group
+    ``i`` reads only its own live blocks, ``max(w over i) // blk + 1`` of them, gathering
+    its rows' block ``j`` from the cache. The reads follow each row's own length (a ragged
+    read, to within a group and a block) instead of the longest live row's.
+
+    Args: ``q [N, K, R, Dh]`` (scaled, fp32), ``ck [N, K, Dh, T]``, ``cv [N, K, T, Dh]``,
+    ``w [N]``; the prefix's ``mx, den [N, K, R]``, ``acc [..., Dh]``.
+    Returns ``acc [N, K, R, Dh], den [N, K, R]`` in the rows' own order.
+    """
+    f32 = jnp.float32
+    n, kh, dh, _ = ck.shape
+    order = jnp.argsort(-w, stable=True)  # [N] longest first
+    out_acc, out_den = [], []
+    for i in range(0, n, group):
+        rows = order[i : i + group]  # [g]
+        wg = w[rows][:, None, None, None]  # [g, 1, 1, 1]
+        qg = q[rows]  # [g, K, R, Dh]
+
+        def block(j, carry, rows=rows, wg=wg, qg=qg):
+            mx, den, acc = carry
+            take_k = lambda r: jax.lax.dynamic_slice(ck, (r, 0, 0, j * blk), (1, kh, dh, blk))
+            take_v = lambda r: jax.lax.dynamic_slice(cv, (r, 0, j * blk, 0), (1, kh, blk, dh))
+            kb = jax.vmap(take_k)(rows)[:, 0]  # [g, K, Dh, blk]
+            vb = jax.vmap(take_v)(rows)[:, 0]  # [g, K, blk, Dh]
+            s = jnp.sum(qg[..., None] * kb[:, :, None].astype(f32), axis=-2)  # [g, K, R, blk]
+            s = jnp.where(j * blk + jnp.arange(blk) <= wg, s, -jnp.inf)
+            top = jnp.maximum(mx, jnp.max(s, axis=-1))
+            c, e = jnp.exp(mx - top), jnp.exp(s - top[..., None])
+            den = c * den + jnp.sum(e, axis=-1)
+            acc = c[..., None] * acc + jnp.sum(e[..., None] * vb[:, :, None].astype(f32), axis=-2)
+            return top, den, acc
+
+        n_blocks = w[rows[0]] // blk + 1  # the group's longest row comes first
+        _, d, a = jax.lax.fori_loop(0, n_blocks, block, (mx[rows], den[rows], acc[rows]))
+        out_acc.append(a)
+        out_den.append(d)
+    back = jnp.argsort(order)  # [N] each row's place in the ranked order
+    return jnp.concatenate(out_acc)[back], jnp.concatenate(out_den)[back]
+
+
+def cache_attention(
+    q, ck, cv, w, prefix_k, prefix_v, prefix_mask, attn_block=0, n_blocks=None, ragged=0
+):
     """One query per row against its prompt's shared prefix and its own cache slots.
 
     For row ``(b, g)`` with query ``q`` (scaled by ``1/sqrt(Dh)``), prefix keys ``k_p``
@@ -172,7 +227,9 @@ def cache_attention(q, ck, cv, w, prefix_k, prefix_v, prefix_mask, attn_block=0,
       prefix_k, prefix_v: ``[B, K, P, Dh]``; prefix_mask ``[B, P]`` bool (every row has a
         real prefix token, so the max is finite).
       attn_block: 0 reads all T own slots; else blocks of this many (`attention_block_size`),
-        ``n_blocks`` of them (at least ``max(w) // attn_block + 1``).
+        ``n_blocks`` of them (at least ``max(w) // attn_block + 1``) for every row, or
+        with ``ragged`` > 0 each group of ``ragged`` rows its own live blocks
+        (`_own_attention_ragged`; ``n_blocks`` unused).
 
     Returns:
       ``[B, G, K, R, Dh]`` fp32.
@@ -182,12 +239,19 @@ def cache_attention(q, ck, cv, w, prefix_k, prefix_v, prefix_mask, attn_block=0,
     s_pre = jnp.where(prefix_mask[:, None, None, None, :], s_pre, -jnp.inf)  # [B, G, K, R, P]
     pre_spec = "bgkrp,bkpd->bgkrd"
     if attn_block:
-        mx = jnp.max(s_pre, axis=-1)
+        mx = jnp.max(s_pre, axis=-1)  # [B, G, K, R]
         e_pre = jnp.exp(s_pre - mx[..., None])
         acc = jnp.einsum(pre_spec, e_pre, prefix_v, preferred_element_type=f32)
-        o, den = _own_attention_blocked(
-            q, ck, cv, w, mx, jnp.sum(e_pre, axis=-1), acc, attn_block, n_blocks
-        )
+        den = jnp.sum(e_pre, axis=-1)
+        if ragged:  # the B G rows as one axis
+            rows = lambda a: a.reshape((-1,) + a.shape[2:])
+            o, den = _own_attention_ragged(
+                rows(q), rows(ck), rows(cv), w.reshape(-1), rows(mx), rows(den), rows(acc),
+                attn_block, ragged,
+            )
+            o, den = o.reshape(q.shape), den.reshape(q.shape[:-1])
+        else:
+            o, den = _own_attention_blocked(q, ck, cv, w, mx, den, acc, attn_block, n_blocks)
     else:
         own_ok = jnp.arange(cv.shape[3]) <= w[:, :, None, None, None]  # [B, G, 1, 1, T]
         s_own = jnp.sum(q[..., None] * ck[:, :, :, None].astype(f32), axis=-2)  # [B,G,K,R,T]
@@ -222,6 +286,7 @@ def decode_layers(
     prefix: dict,
     attn_block: int = 0,
     n_blocks=None,
+    ragged: int = 0,
 ):
     """One new token per row through every block (`transformer._block`).
 
@@ -229,7 +294,7 @@ def decode_layers(
       tok, pos, w: ``[B, G]`` tokens, rotary positions and the cache slot each row writes.
       cache: ``{"k": L x [B, G, K, Dh, T], "v": L x [B, G, K, T, Dh]}``.
       prefix: ``{"k", "v": L x [B, K, P, Dh], "mask": [B, P]}``, each row's prompt.
-      attn_block, n_blocks: see `cache_attention`.
+      attn_block, n_blocks, ragged: see `cache_attention`.
 
     Returns:
       final-normed hidden ``[B, G, D]`` and the updated cache.
@@ -244,7 +309,9 @@ def decode_layers(
             ck, cv = write_cache(cache["k"][i], cache["v"][i], k[:, :, 0], v[:, :, 0], w)
             qs = q[:, :, 0].astype(jnp.float32) * cfg.head_dim**-0.5  # [B, G, K, R, Dh]
             pk, pv = prefix["k"][i], prefix["v"][i]
-            o = cache_attention(qs, ck, cv, w, pk, pv, prefix["mask"], attn_block, n_blocks)
+            o = cache_attention(
+                qs, ck, cv, w, pk, pv, prefix["mask"], attn_block, n_blocks, ragged
+            )
             return o.astype(q.dtype)[:, :, None], (ck, cv)
 
         x, (ck, cv) = tfm._block(cfg, lp, x, pos[:, :, None], inv_freq, attend)
@@ -454,14 +521,6 @@ def start(
     )
 
 
-def live_blocks(w: jax.Array, live: jax.Array, attn_block: int):
-    """How many own-cache blocks of ``attn_block`` slots the live rows need:
-    ``max(w over live rows) // attn_block + 1`` (None when reading all T)."""
-    if not attn_block:
-        return None
-    return jnp.max(jnp.where(live, w, 0)) // attn_block + 1
-
-
 @functools.partial(
     jax.jit,
     static_argnames=("cfg", "num_samples", "block", "head_dtype", "attn_block", "stop_below"),
@@ -486,6 +545,7 @@ def run(
     token ``t - 1`` at position ``prompt_len[g // M] + t - 1``, writes its k/v into its
     cache slot ``t - 1`` and draws token ``t`` with row key ``(g, t)``; a slot whose
     sample ends (EOS or ``t + 1 >= row_limit[g]``) takes the next queued sample.
+    With ``attn_block`` the attention reads are ragged (`_own_attention_ragged`).
     """
     n, t = state.tokens.shape
     attn_block = attention_block_size(t, attn_block)
@@ -517,7 +577,7 @@ def run(
                 "mask": s.prefix["mask"][pb],  # [S, P]
             },
             attn_block,
-            live_blocks(w, live, attn_block),
+            ragged=RAGGED_GROUP,
         )
         logits = sharding.constrain(head_logits(hidden[:, 0], head), ("batch", None))  # [S, V]
         tok, logp = sample_logits(

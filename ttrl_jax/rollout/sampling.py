@@ -222,7 +222,9 @@ def sample(
       row_limits: optional ``[B, M]`` per-sample length limits in ``[1,
         max_new_tokens]`` (per-prompt budgets); a sample's tokens do not depend on its
         own or any other sample's limit, only where it stops.
-      attn_block: own-cache block of the decode attention (see `decode`).
+      attn_block: own-cache block of the decode attention (see `decode`; in the engine,
+        ragged reads, `engine.cache_attention`). None: all T slots in the static decoder,
+        `engine_attn_block` in the engine; 0: all T slots.
       decode_slots: S, the slots of the length-aware engine (`engine`; None: the default
         rule, `slots_for`); 0 runs the static decoder (`prefill` + `decode`, all B M samples in
         one batch until the longest is done).
@@ -256,6 +258,8 @@ def sample(
     args = (params, cfg, prompt_tokens, prompt_mask, key, sampling, eos, np.int32(pad_id))
     args += (np.int32(max_new_tokens), row_limits)
     if slots:
+        if attn_block is None:
+            attn_block = engine_attn_block(t)
         st = engine.start(*args, slots=slots, head_dtype=head_dtype, **common)
         st = engine.decode_all(
             params,
@@ -289,7 +293,28 @@ def sample(
 
 
 ENGINE_MIN_LEN = 256  # the default runs the engine from this response length T up,
-SLOTS_PER_SAMPLE_CPU = 0.25  # with S = B M / 4 slots on the CPU (a multiple of 8), B M else
+SLOTS_PER_SAMPLE_CPU = 0.5  # with S = B M / 2 slots on the CPU (a multiple of 8), B M else,
+ENGINE_ATTN_BLOCK_CPU = 128  # and on the CPU ragged attention reads in blocks of 128
+
+
+def engine_attn_block(
+    max_len: int, backend: str | None = None, devices: int | None = None
+) -> int:
+    """The engine's default own-cache read: on one CPU device (``backend`` and
+    ``devices``, default JAX's) ragged reads in blocks of `ENGINE_ATTN_BLOCK_CPU` where
+    they divide ``max_len``, else 0 (all T slots).
+
+    In W3 (`benchmarks/bench_lengths.py`, BENCHMARKS.md) ragged reads raised the engine's
+    useful tokens/s 1.13-1.30x over reading all 1024 slots at S = 16-96. They rank all
+    slots by length and gather across them, which over slots split between devices would
+    move cache rows between shards, so a mesh reads all T slots. GPU / TPU read all T
+    slots too: the ragged read's gathers are not measured there, and the Pallas
+    paged-attention kernels are not wired in."""
+    if (backend or jax.default_backend()) != "cpu" or max_len % ENGINE_ATTN_BLOCK_CPU:
+        return 0
+    if (devices or jax.device_count()) > 1:
+        return 0
+    return ENGINE_ATTN_BLOCK_CPU
 
 
 def round_slots(slots: float) -> int:
@@ -305,11 +330,12 @@ def slots_for(n: int, decode_slots: int | None, max_len: int, backend: str | Non
     None takes the default. Below ``max_len = 256`` it is the static decoder: short
     responses leave little padding to save (at T = 64 on the demo task, whose answers all
     have about the same length, the engine took 2x the static decoder's time). From 256
-    up, on the CPU (``backend``, default JAX's), ``S = n / 4`` rounded up to a multiple of
+    up, on the CPU (``backend``, default JAX's), ``S = n / 2`` rounded up to a multiple of
     8 (so the slots split over data shards), chosen from `benchmarks/bench_lengths.py`
-    (W3, 8 x 16 samples, lognormal lengths, 10 % clipped at T; BENCHMARKS.md): S = 16-64
-    of 128 gave 1.47-1.61x the static decoder's useful tokens/s at T = 1024 (S = 32:
-    1.54x at 0.35x its loop memory), 1.3x at T = 256 and 1.6x at 512. On GPU / TPU,
+    (W3, 8 x 16 samples, lognormal lengths, 10 % clipped at T; BENCHMARKS.md): with
+    ragged reads (`engine_attn_block`), S = 16 / 32 / 48 / 64 / 96 of 128 gave 1.74 /
+    2.10 / 2.16 / 2.19 / 2.30x the static decoder's useful tokens/s at T = 1024, at
+    0.24-0.78x its loop memory; S = 64 takes most of the gain at 0.57x. On GPU / TPU,
     ``S = n``: a decode step there is bound by reading the weights up to hundreds of
     rows, so fewer slots only add steps (`benchmarks/project_costs.py`'s projection over
     S; not measured on an accelerator).
