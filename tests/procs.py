@@ -27,8 +27,8 @@ def child_env(devices: int = 1, **extra: str) -> dict[str, str]:
     flags = TEST_XLA_FLAGS
     if devices > 1:
         flags = f"--xla_force_host_platform_device_count={devices} {flags}"
-    return {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": flags, "PYTHONPATH": CHILD_PATH,
-            **extra}
+    env = {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": flags, "PYTHONPATH": CHILD_PATH}
+    return {**os.environ, **env, **extra}
 
 
 def user_env(**extra: str) -> dict[str, str]:

@@ -245,9 +245,9 @@ def cache_attention(
         den = jnp.sum(e_pre, axis=-1)
         if ragged:  # the B G rows as one axis
             rows = lambda a: a.reshape((-1,) + a.shape[2:])
+            own = (rows(q), rows(ck), rows(cv), w.reshape(-1))
             o, den = _own_attention_ragged(
-                rows(q), rows(ck), rows(cv), w.reshape(-1), rows(mx), rows(den), rows(acc),
-                attn_block, ragged,
+                *own, rows(mx), rows(den), rows(acc), attn_block, ragged
             )
             o, den = o.reshape(q.shape), den.reshape(q.shape[:-1])
         else:
