@@ -14,12 +14,13 @@ reading all T_max slots every step and with ragged reads (each group of
 `engine.RAGGED_GROUP` slots reads only its own live blocks of 128 slots); the static
 decoder with all T_max slots and with the live blocks of its longest row.
 Printed per decoder: useful tokens/s (the sum of sample lengths over the wall time),
-slot-steps run (loop iterations x rows in the batch) and the wasted share of them, and
-the loop's memory (XLA's memory analysis of the compiled loop: arguments + temporaries,
-the KV cache included); then the ratio to the static decoder, the share of samples
+loop iterations, slot-steps run (iterations x rows in the batch) and the wasted share
+of them, and the loop's memory (XLA's memory analysis of the compiled loop: arguments
++ temporaries, the KV cache included); then the ratio to the static decoder, the share of samples
 whose tokens equal the static decoder's, the static decoder with every sample at T_max
-(no padding work) for reference, and the curve over T_max = 256, 512 at the best S and
-read.
+(no padding work) for reference, the engine's cost per loop iteration and per
+slot-step fitted over its runs with the ceiling that cost allows (`ceiling`), and the
+curve over T_max = 256, 512 at the best S and read.
 
 Run: ``python benchmarks/bench_lengths.py [--smoke]``.
 """
@@ -57,6 +58,33 @@ def decoder_bytes(params, cfg, prompts, mask, key, sp, limits, t_max, m, slots, 
         exe = sampling.decode.lower(params, cfg, st, attn_block=attn).compile()
     ma = exe.memory_analysis()
     return ma.argument_size_in_bytes + ma.temp_size_in_bytes
+
+
+def ceiling(static: list, engine_rows: list) -> None:
+    """Prints the engine's cost model and what it allows: a least-squares fit of the
+    engine rows' wall time, ``wall = a * steps + c * slot_steps`` (a: the cost of a loop
+    iteration whatever its rows, e.g. reading the weights; c: the cost of one row in
+    one iteration, its cache read included), then the engine's ceiling at that cost,
+    with no wasted slot-step and no refill delay (the static decoder's iterations, the
+    fewest the longest sample needs; one slot-step per useful token), and the ``c`` that
+    a 3x target needs."""
+    steps = np.array([r[4] for r in engine_rows], float)
+    slot_steps = np.array([r[5] for r in engine_rows], float)
+    wall = np.array([r[1] for r in engine_rows], float)
+    if len(engine_rows) < 2 or np.ptp(steps) == 0:
+        return
+    (a, c), *_ = np.linalg.lstsq(np.stack([steps, slot_steps], 1), wall, rcond=None)
+    fit = np.abs(np.stack([steps, slot_steps], 1) @ [a, c] - wall).max()
+    useful, iters = static[2], static[4]
+    floor = a * iters + c * useful
+    need = (static[1] / 3 - a * iters) / useful
+    print(
+        f"engine cost model over {len(engine_rows)} runs (ragged reads): {1e3 * a:.2f} ms per "
+        f"iteration + {1e3 * c:.3f} ms per slot-step (max misfit {fit:.1f} s); with no "
+        f"wasted slot-step and no refill delay ({iters} iterations, {useful} slot-steps) "
+        f"it would take {floor:.1f} s = {static[1] / floor:.2f}x the static decoder; 3x "
+        f"needs <= {1e3 * need:.3f} ms per slot-step"
+    )
 
 
 def main() -> None:
@@ -114,8 +142,8 @@ def main() -> None:
         useful = int(np.asarray(out.lengths).sum())
         slot_steps = int(out.slot_steps) + b * m  # token 0 of every sample: the prefill
         mem = decoder_bytes(params, cfg, prompts, mask, key, sp, limits, t_max, m, slots, attn)
-        row = [name, wall, useful, useful / wall, slot_steps, (slot_steps - useful) / slot_steps]
-        return row + [mem / 2**20], out
+        row = [name, wall, useful, useful / wall, int(out.decode_steps), slot_steps]
+        return row + [(slot_steps - useful) / slot_steps, mem / 2**20], out
 
     def law(t_max):
         lengths, mu, sigma = common.length_law(b * m, t_max, median * t_max / t_top, 0.10, seed=0)
@@ -132,6 +160,7 @@ def main() -> None:
         "wall s",
         "useful tokens",
         "useful tokens/s",
+        "loop steps",
         "slot-steps run",
         "wasted share",
         "loop memory MiB (args + temps)",
@@ -153,11 +182,12 @@ def main() -> None:
     same = np.mean(np.all(outs[best] == outs[0], axis=-1))
     print(
         f"engine / static useful tokens/s: best ({runs[best][0]}) {rate[best]:.2f}x at "
-        f"{rows[best][6] / rows[0][6]:.2f}x the loop memory; samples identical to the "
+        f"{rows[best][7] / rows[0][7]:.2f}x the loop memory; samples identical to the "
         f"static decoder's: {same:.1%}"
     )
     for i in range(2, len(rows), 2):
         print(f"S={runs[i][1]}: full reads {rate[i]:.2f}x, ragged reads {rate[i + 1]:.2f}x")
+    ceiling(rows[0], rows[3::2])
     curve, (_, s_best, attn_best) = [], runs[best]
     for t_max in t_curve:
         lim = law(t_max)
