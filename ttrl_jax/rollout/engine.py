@@ -127,29 +127,41 @@ def attention_block_size(max_len: int, block: int | None = None) -> int:
 # ------------------------------------------------------------- cache attention
 
 
-def _own_attention_blocked(q, ck, cv, w, mx, den, acc, blk: int, n_blocks):
-    """Online-softmax accumulation over the own slots ``<= w`` in blocks of ``blk``::
+def _softmax_block(q, kb, vb, ok, carry):
+    """One block of the online softmax over own slots ``s`` (scores ``q . k_s``)::
 
-        block j: mx' = max(mx, max_s s_s),  c = e^(mx - mx'),
-                 den = c den + sum_s e^(s_s - mx'),  acc = c acc + sum_s e^(s_s - mx') v_s
+        mx' = max(mx, max_s s_s),  c = e^(mx - mx'),
+        den = c den + sum_s e^(s_s - mx'),  acc = c acc + sum_s e^(s_s - mx') v_s
+
+    Args: ``q [..., K, R, Dh]`` (scaled, fp32), the block's ``kb [..., K, Dh, blk]`` and
+    ``vb [..., K, blk, Dh]``, ``ok`` (broadcasts to ``[..., K, R, blk]``) marking the
+    slots a row may see, ``carry = (mx, den [..., K, R], acc [..., K, R, Dh])``.
+    Returns the updated carry.
+    """
+    f32 = jnp.float32
+    mx, den, acc = carry
+    s = jnp.sum(q[..., None] * kb[..., None, :, :].astype(f32), axis=-2)  # [..., K, R, blk]
+    s = jnp.where(ok, s, -jnp.inf)
+    top = jnp.maximum(mx, jnp.max(s, axis=-1))
+    c, e = jnp.exp(mx - top), jnp.exp(s - top[..., None])
+    den = c * den + jnp.sum(e, axis=-1)
+    acc = c[..., None] * acc + jnp.sum(e[..., None] * vb[..., None, :, :].astype(f32), axis=-2)
+    return top, den, acc
+
+
+def _own_attention_blocked(q, ck, cv, w, mx, den, acc, blk: int, n_blocks):
+    """Online-softmax accumulation (`_softmax_block`) over the own slots ``<= w`` in
+    blocks of ``blk``, ``n_blocks`` of them for every row.
 
     Args: ``q [B, G, K, R, Dh]`` (scaled, fp32), ``ck [B, G, K, Dh, T]``, ``cv [B, G, K,
     T, Dh]``, ``w [B, G]``; the prefix's ``mx, den [B, G, K, R]``, ``acc [..., Dh]``.
     """
-    f32 = jnp.float32
     w = w[:, :, None, None, None]
 
     def block(j, carry):
-        mx, den, acc = carry
         kb = jax.lax.dynamic_slice_in_dim(ck, j * blk, blk, axis=4)  # [B, G, K, Dh, blk]
         vb = jax.lax.dynamic_slice_in_dim(cv, j * blk, blk, axis=3)  # [B, G, K, blk, Dh]
-        s = jnp.sum(q[..., None] * kb[:, :, :, None].astype(f32), axis=-2)  # [B, G, K, R, blk]
-        s = jnp.where(j * blk + jnp.arange(blk) <= w, s, -jnp.inf)
-        top = jnp.maximum(mx, jnp.max(s, axis=-1))
-        c, e = jnp.exp(mx - top), jnp.exp(s - top[..., None])
-        den = c * den + jnp.sum(e, axis=-1)
-        acc = c[..., None] * acc + jnp.sum(e[..., None] * vb[:, :, :, None].astype(f32), axis=-2)
-        return top, den, acc
+        return _softmax_block(q, kb, vb, j * blk + jnp.arange(blk) <= w, carry)
 
     _, den, acc = jax.lax.fori_loop(0, n_blocks, block, (mx, den, acc))
     return acc, den
@@ -175,7 +187,6 @@ def _own_attention_ragged(q, ck, cv, w, mx, den, acc, blk: int, group: int):
     ``w [N]``; the prefix's ``mx, den [N, K, R]``, ``acc [..., Dh]``.
     Returns ``acc [N, K, R, Dh], den [N, K, R]`` in the rows' own order.
     """
-    f32 = jnp.float32
     n, kh, dh, _ = ck.shape
     order = jnp.argsort(-w, stable=True)  # [N] longest first
     out_acc, out_den = [], []
@@ -185,18 +196,11 @@ def _own_attention_ragged(q, ck, cv, w, mx, den, acc, blk: int, group: int):
         qg = q[rows]  # [g, K, R, Dh]
 
         def block(j, carry, rows=rows, wg=wg, qg=qg):
-            mx, den, acc = carry
             take_k = lambda r: jax.lax.dynamic_slice(ck, (r, 0, 0, j * blk), (1, kh, dh, blk))
             take_v = lambda r: jax.lax.dynamic_slice(cv, (r, 0, j * blk, 0), (1, kh, blk, dh))
             kb = jax.vmap(take_k)(rows)[:, 0]  # [g, K, Dh, blk]
             vb = jax.vmap(take_v)(rows)[:, 0]  # [g, K, blk, Dh]
-            s = jnp.sum(qg[..., None] * kb[:, :, None].astype(f32), axis=-2)  # [g, K, R, blk]
-            s = jnp.where(j * blk + jnp.arange(blk) <= wg, s, -jnp.inf)
-            top = jnp.maximum(mx, jnp.max(s, axis=-1))
-            c, e = jnp.exp(mx - top), jnp.exp(s - top[..., None])
-            den = c * den + jnp.sum(e, axis=-1)
-            acc = c[..., None] * acc + jnp.sum(e[..., None] * vb[:, :, None].astype(f32), axis=-2)
-            return top, den, acc
+            return _softmax_block(qg, kb, vb, j * blk + jnp.arange(blk) <= wg, carry)
 
         n_blocks = w[rows[0]] // blk + 1  # the group's longest row comes first
         _, d, a = jax.lax.fori_loop(0, n_blocks, block, (mx[rows], den[rows], acc[rows]))
