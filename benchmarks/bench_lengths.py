@@ -12,7 +12,11 @@ longest is done) and the engine (`rollout.engine`: S slots over the queue of B*M
 samples, refilled as samples end) for several S, each with the own-cache attention
 reading all T_max slots every step and with ragged reads (each group of
 `engine.RAGGED_GROUP` slots reads only its own live blocks of 128 slots); the static
-decoder with all T_max slots and with the live blocks of its longest row.
+decoder with all T_max slots and with the live blocks of its longest row. With
+``--pallas`` (the default on a GPU, and in ``--smoke``) each S also runs with jax's
+Pallas decode-attention kernel reading each slot's own length
+(`rollout.pallas_attention`; off a GPU in interpret mode, which checks that it runs,
+not its speed).
 Printed per decoder: useful tokens/s (the sum of sample lengths over the wall time),
 loop iterations, slot-steps run (iterations x rows in the batch) and the wasted share
 of them, and the loop's memory (XLA's memory analysis of the compiled loop: arguments
@@ -22,7 +26,7 @@ whose tokens equal the static decoder's, the static decoder with every sample at
 slot-step fitted over its runs with the ceiling that cost allows (`ceiling`), and the
 curve over T_max = 256, 512 at the best S and read.
 
-Run: ``python benchmarks/bench_lengths.py [--smoke]``.
+Run: ``python benchmarks/bench_lengths.py [--smoke] [--pallas | --no-pallas]``.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ import common
 import numpy as np
 
 
-def decoder_bytes(params, cfg, prompts, mask, key, sp, limits, t_max, m, slots, attn):
+def decoder_bytes(params, cfg, prompts, mask, key, sp, limits, t_max, m, slots, attn, kernel):
     """Compiled-program memory of one decoder's loop (XLA's memory analysis): arguments
     plus temporaries of `sampling.decode` (static) or `engine.run` (slots), bytes."""
     import numpy as np
@@ -51,8 +55,9 @@ def decoder_bytes(params, cfg, prompts, mask, key, sp, limits, t_max, m, slots, 
     args += (np.int32(t_max), limits)
     common = {"num_samples": m, "max_len": t_max}
     if slots:
-        st = engine.start(*args, slots=slots, **common)
-        exe = engine.run.lower(params, cfg, st, num_samples=m, attn_block=attn).compile()
+        st = engine.start(*args, slots=slots, attn_kernel=kernel, **common)
+        run = engine.run.lower(params, cfg, st, num_samples=m, attn_block=attn, attn_kernel=kernel)
+        exe = run.compile()
     else:
         st = sampling.prefill(*args, **common)
         exe = sampling.decode.lower(params, cfg, st, attn_block=attn).compile()
@@ -90,6 +95,12 @@ def ceiling(static: list, engine_rows: list) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true", help="tiny model and lengths")
+    ap.add_argument(
+        "--pallas",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also run the engine with the Pallas decode kernel (default: on a GPU / smoke)",
+    )
     args = ap.parse_args()
     common.banner("W3: static decoder vs slot-refill engine at real (mixed) lengths")
     import jax
@@ -111,8 +122,10 @@ def main() -> None:
     mask = np.ones((b, p), np.int32)
     sp = sampling.sampling_params(temperature=1.0)
     key = jax.random.key(0)
+    on_gpu = jax.default_backend() == "gpu"
+    pallas = args.pallas if args.pallas is not None else args.smoke or on_gpu
 
-    def go(t_max, row_limits, slots, attn):
+    def go(t_max, row_limits, slots, attn, kernel="xla"):
         out = sampling.sample(
             params,
             cfg,
@@ -126,22 +139,25 @@ def main() -> None:
             row_limits=row_limits,
             attn_block=attn,
             decode_slots=slots,
+            attn_kernel=kernel,
         )
         return jax.block_until_ready(out)
 
-    def measure(name, t_max, limits, slots, attn):
+    def measure(name, t_max, limits, slots, attn, kernel="xla"):
         # compile: every sample ends at token 0 except one at T_max, so that the engine
         # compiles each of its tail phases (`engine.decode_all`) too
         warm = None if limits is None else np.ones_like(limits)
         if warm is not None and slots:
             warm[0, 0] = t_max
-        go(t_max, warm, slots, attn)
+        go(t_max, warm, slots, attn, kernel)
         t0 = time.perf_counter()
-        out = go(t_max, limits, slots, attn)
+        out = go(t_max, limits, slots, attn, kernel)
         wall = time.perf_counter() - t0
         useful = int(np.asarray(out.lengths).sum())
         slot_steps = int(out.slot_steps) + b * m  # token 0 of every sample: the prefill
-        mem = decoder_bytes(params, cfg, prompts, mask, key, sp, limits, t_max, m, slots, attn)
+        mem = decoder_bytes(
+            params, cfg, prompts, mask, key, sp, limits, t_max, m, slots, attn, kernel
+        )
         row = [name, wall, useful, useful / wall, int(out.decode_steps), slot_steps]
         return row + [(slot_steps - useful) / slot_steps, mem / 2**20], out
 
@@ -188,6 +204,18 @@ def main() -> None:
     for i in range(2, len(rows), 2):
         print(f"S={runs[i][1]}: full reads {rate[i]:.2f}x, ragged reads {rate[i + 1]:.2f}x")
     ceiling(rows[0], rows[3::2])
+    if pallas:
+        kernel_rows, where = [], "gpu" if on_gpu else f"{jax.default_backend()}, interpret mode"
+        for i, s in enumerate(slot_counts):
+            row, out = measure(f"engine S={s}, Pallas kernel", t_top, limits, s, 0, "pallas")
+            kernel_rows.append(row)
+            same = np.mean(np.all(np.asarray(out.tokens) == outs[0], axis=-1))
+            print(
+                f"S={s}: Pallas kernel {row[3] / rows[0][3]:.2f}x the static decoder, "
+                f"{row[3] / rows[3 + 2 * i][3]:.2f}x the XLA ragged reads "
+                f"({where}); samples identical to the static decoder's: {same:.1%}"
+            )
+        common.table(header, kernel_rows)
     curve, (_, s_best, attn_best) = [], runs[best]
     for t_max in t_curve:
         lim = law(t_max)

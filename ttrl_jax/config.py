@@ -84,6 +84,9 @@ def default_config() -> ml_collections.ConfigDict:
     # time and a finished one hands its slot to the next; -1 = the default rule
     # (rollout.sampling.slots_for), 0 = the static decoder (all B*M samples in one batch)
     c.rollout.decode_slots = -1
+    # the engine's own-cache read: "auto" = jax's Pallas GPU decode-attention kernel on
+    # one GPU where it compiles, else XLA; "xla"; "pallas" (off a GPU: interpret mode)
+    c.rollout.attn_kernel = "auto"
 
     c.reward = ml_collections.ConfigDict()
     c.reward.mode = "ttrl"  # one of rewards.modes.REWARD_MODES
@@ -220,6 +223,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
     _check(c.rollout.top_k >= 0, "rollout.top_k", "must be >= 0")
     _check(c.rollout.max_new_tokens >= 1, "rollout.max_new_tokens", "must be >= 1")
     _check(c.rollout.decode_slots >= -1, "rollout.decode_slots", "must be >= -1")
+    _check(
+        c.rollout.attn_kernel in ("auto", "xla", "pallas"),
+        "rollout.attn_kernel",
+        "must be auto, xla or pallas",
+    )
     for section in ("model", "rollout"):
         _check(
             c[section].head_dtype in ("", "bfloat16", "float32"),

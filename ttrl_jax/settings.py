@@ -45,6 +45,7 @@ class RolloutSettings:
     max_new_tokens: int  # T
     head_dtype: str | None  # the sampler's LM-head dtype (None: the model's)
     decode_slots: int | None  # S of the decode engine (None: the default rule; 0: static)
+    attn_kernel: str  # the engine's own-cache read: auto | xla | pallas
 
 
 @dataclasses.dataclass(frozen=True)

@@ -172,6 +172,7 @@ def eval_settings(c: ml_collections.ConfigDict) -> evaluation.EvalSettings:
         seed=c.seed,
         head_dtype=sampler_head_dtype(c) or "",  # the sampler's, as in training
         decode_slots=c.rollout.decode_slots,  # likewise
+        attn_kernel=c.rollout.attn_kernel,
     )
 
 
@@ -469,6 +470,7 @@ class Trainer:
             r.top_k,
             r.head_dtype,
             r.decode_slots,
+            r.attn_kernel,
         )
         return generate.rollout(
             self.params if params is None else params,

@@ -53,6 +53,7 @@ class EvalSettings:
     seed: int = 0
     head_dtype: str = ""  # the sampler's LM-head operand dtype ("": the params')
     decode_slots: int = -1  # decode-engine slots (-1: the default rule, 0: static decoder)
+    attn_kernel: str = "auto"  # the engine's own-cache read (auto | xla | pallas)
 
 
 def find_checkpoint_dir(path: str) -> str | None:
@@ -132,6 +133,7 @@ def _generate(
         settings.top_k,
         settings.head_dtype or None,
         None if settings.decode_slots < 0 else settings.decode_slots,
+        settings.attn_kernel,
     )
     texts: list[list[str]] = []
     bsz = settings.prompts_per_batch

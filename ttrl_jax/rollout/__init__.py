@@ -10,13 +10,15 @@ samples in one batch until the longest is done, stays in `sampling`);
 :mod:`~ttrl_jax.rollout.token_sampling` draws one token per row of logits exactly (full
 vocabulary, top-k, top-p, greedy) with its temperature-scaled log-probability;
 :mod:`~ttrl_jax.rollout.generate` is the one rollout call (prompts onto the mesh, then
-`sampling.sample` under a `RolloutSpec`) that the trainer and evaluation share. It knows
+`sampling.sample` under a `RolloutSpec`) that the trainer and evaluation share;
+:mod:`~ttrl_jax.rollout.pallas_attention` wires jax's Pallas GPU decode-attention kernel
+in as the engine's own-cache read on a GPU (the XLA read is the fallback). It knows
 nothing of answers, rewards or the update. Submodules load on first use.
 """
 
 import importlib
 
-__all__ = ["engine", "generate", "sampling", "token_sampling"]
+__all__ = ["engine", "generate", "pallas_attention", "sampling", "token_sampling"]
 
 
 def __getattr__(name):

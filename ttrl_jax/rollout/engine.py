@@ -32,6 +32,9 @@ row in fp32 with one softmax; with ``attn_block`` > 0 it reads the own cache in 
 the static decoder the ``max(w) // attn_block + 1`` blocks that its longest row can see,
 the engine each group of `RAGGED_GROUP` slots (ranked by length) only its own live
 blocks, so a slot's read follows its own sample's length (`_own_attention_ragged`).
+With ``attn_kernel="pallas"`` (the default on one GPU, `pallas_attention.resolve`) the
+engine reads its own cache through jax's Pallas decode-attention kernel instead, each
+row up to its own length (`pallas_attention.own_attention`).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ import numpy as np
 from ttrl_jax import sharding
 from ttrl_jax.models import transformer as tfm
 from ttrl_jax.models.config import ModelConfig
+from ttrl_jax.rollout import pallas_attention
 from ttrl_jax.rollout.token_sampling import SamplingParams, row_keys, sample_logits
 
 Params = dict[str, Any]
@@ -211,7 +215,17 @@ def _own_attention_ragged(q, ck, cv, w, mx, den, acc, blk: int, group: int):
 
 
 def cache_attention(
-    q, ck, cv, w, prefix_k, prefix_v, prefix_mask, attn_block=0, n_blocks=None, ragged=0
+    q,
+    ck,
+    cv,
+    w,
+    prefix_k,
+    prefix_v,
+    prefix_mask,
+    attn_block=0,
+    n_blocks=None,
+    ragged=0,
+    kernel="xla",
 ):
     """One query per row against its prompt's shared prefix and its own cache slots.
 
@@ -222,7 +236,10 @@ def cache_attention(
 
     Own keys are stored transposed (``ck [B, G, K, Dh, T]``, ``cv [B, G, K, T, Dh]``), so
     both products are multiply-reduces reading the cache in place (on the CPU, batched
-    ``[R, Dh] x [Dh, T]`` dots and layer slices of stacked arrays cost copies).
+    ``[R, Dh] x [Dh, T]`` dots and layer slices of stacked arrays cost copies). With
+    ``kernel="pallas"`` the own keys are ``[B, G, K, T, Dh]`` and the own sums come from
+    the Pallas decode kernel (`pallas_attention.own_attention`), merged with the prefix's
+    as in the blocked read.
 
     Args:
       q: ``[B, G, K, R, Dh]`` fp32 scaled queries.
@@ -234,6 +251,7 @@ def cache_attention(
         ``n_blocks`` of them (at least ``max(w) // attn_block + 1``) for every row, or
         with ``ragged`` > 0 each group of ``ragged`` rows its own live blocks
         (`_own_attention_ragged`; ``n_blocks`` unused).
+      kernel: ``"xla"`` (the reads above) or ``"pallas"`` (``attn_block`` unused).
 
     Returns:
       ``[B, G, K, R, Dh]`` fp32.
@@ -242,13 +260,23 @@ def cache_attention(
     s_pre = jnp.einsum("bgkrd,bkpd->bgkrp", q, prefix_k, preferred_element_type=f32)
     s_pre = jnp.where(prefix_mask[:, None, None, None, :], s_pre, -jnp.inf)  # [B, G, K, R, P]
     pre_spec = "bgkrp,bkpd->bgkrd"
-    if attn_block:
+    rows = lambda a: a.reshape((-1,) + a.shape[2:])  # the B G rows as one axis
+    if kernel == "pallas" or attn_block:  # the prefix's online-softmax carry first
         mx = jnp.max(s_pre, axis=-1)  # [B, G, K, R]
         e_pre = jnp.exp(s_pre - mx[..., None])
         acc = jnp.einsum(pre_spec, e_pre, prefix_v, preferred_element_type=f32)
         den = jnp.sum(e_pre, axis=-1)
-        if ragged:  # the B G rows as one axis
-            rows = lambda a: a.reshape((-1,) + a.shape[2:])
+    if kernel == "pallas":
+        o_own, l_own, m_own = pallas_attention.own_attention(
+            rows(q), rows(ck), rows(cv), w.reshape(-1)
+        )  # [B G, K, R, Dh], [B G, K, R] x 2
+        m_own, l_own = m_own.reshape(mx.shape), l_own.reshape(mx.shape)
+        top = jnp.maximum(mx, m_own)
+        c_pre, c_own = jnp.exp(mx - top), jnp.exp(m_own - top)  # [B, G, K, R]
+        o = c_pre[..., None] * acc + c_own[..., None] * o_own.reshape(q.shape)
+        den = c_pre * den + c_own * l_own
+    elif attn_block:
+        if ragged:
             own = (rows(q), rows(ck), rows(cv), w.reshape(-1))
             o, den = _own_attention_ragged(
                 *own, rows(mx), rows(den), rows(acc), attn_block, ragged
@@ -269,12 +297,16 @@ def cache_attention(
     return o / den[..., None]
 
 
-def write_cache(ck, cv, k, v, w):
+def write_cache(ck, cv, k, v, w, kernel="xla"):
     """Writes ``k, v [B, G, K, Dh]`` into slot ``w [B, G]`` of each row's cache (in place
-    under donation): ``ck[b, g, :, :, w] = k[b, g]``, ``cv[b, g, :, w, :] = v[b, g]``."""
+    under donation): ``ck[b, g, :, :, w] = k[b, g]`` (``ck[b, g, :, w, :]`` in the
+    Pallas layout, ``kernel="pallas"``), ``cv[b, g, :, w, :] = v[b, g]``."""
     b, g = w.shape
     bi, gi = jnp.arange(b)[:, None], jnp.arange(g)[None, :]
-    ck = ck.at[bi, gi, :, :, w].set(k.astype(ck.dtype))
+    if kernel == "pallas":
+        ck = ck.at[bi, gi, :, w, :].set(k.astype(ck.dtype))
+    else:
+        ck = ck.at[bi, gi, :, :, w].set(k.astype(ck.dtype))
     cv = cv.at[bi, gi, :, w, :].set(v.astype(cv.dtype))
     return ck, cv
 
@@ -291,14 +323,16 @@ def decode_layers(
     attn_block: int = 0,
     n_blocks=None,
     ragged: int = 0,
+    kernel: str = "xla",
 ):
     """One new token per row through every block (`transformer._block`).
 
     Args:
       tok, pos, w: ``[B, G]`` tokens, rotary positions and the cache slot each row writes.
-      cache: ``{"k": L x [B, G, K, Dh, T], "v": L x [B, G, K, T, Dh]}``.
+      cache: ``{"k": L x [B, G, K, Dh, T], "v": L x [B, G, K, T, Dh]}`` (keys ``[B, G,
+        K, T, Dh]`` with ``kernel="pallas"``).
       prefix: ``{"k", "v": L x [B, K, P, Dh], "mask": [B, P]}``, each row's prompt.
-      attn_block, n_blocks, ragged: see `cache_attention`.
+      attn_block, n_blocks, ragged, kernel: see `cache_attention`.
 
     Returns:
       final-normed hidden ``[B, G, D]`` and the updated cache.
@@ -310,11 +344,13 @@ def decode_layers(
     for i, lp in enumerate(layers):
 
         def attend(q, k, v, i=i):
-            ck, cv = write_cache(cache["k"][i], cache["v"][i], k[:, :, 0], v[:, :, 0], w)
+            ck, cv = write_cache(
+                cache["k"][i], cache["v"][i], k[:, :, 0], v[:, :, 0], w, kernel
+            )
             qs = q[:, :, 0].astype(jnp.float32) * cfg.head_dim**-0.5  # [B, G, K, R, Dh]
             pk, pv = prefix["k"][i], prefix["v"][i]
             o = cache_attention(
-                qs, ck, cv, w, pk, pv, prefix["mask"], attn_block, n_blocks, ragged
+                qs, ck, cv, w, pk, pv, prefix["mask"], attn_block, n_blocks, ragged, kernel
             )
             return o.astype(q.dtype)[:, :, None], (ck, cv)
 
@@ -328,14 +364,18 @@ def decode_layers(
 # ------------------------------------------------------------------- prefill
 
 
-def empty_cache(cfg: ModelConfig, rows: tuple[int, int], t: int, dt, axes) -> dict:
-    """Zeroed per-layer caches ``k [*rows, K, Dh, T]``, ``v [*rows, K, T, Dh]``."""
+def empty_cache(
+    cfg: ModelConfig, rows: tuple[int, int], t: int, dt, axes, kernel: str = "xla"
+) -> dict:
+    """Zeroed per-layer caches ``k [*rows, K, Dh, T]`` (``[*rows, K, T, Dh]`` for
+    ``kernel="pallas"``), ``v [*rows, K, T, Dh]``."""
     kh, dh = cfg.num_kv_heads, cfg.head_dim
-    k_axes = axes + ("kv_heads", "head_dim", "cache_seq")
     v_axes = axes + ("kv_heads", "cache_seq", "head_dim")
+    k_axes = v_axes if kernel == "pallas" else axes + ("kv_heads", "head_dim", "cache_seq")
+    k_shape = (kh, t, dh) if kernel == "pallas" else (kh, dh, t)
     zeros = lambda shape, ax: sharding.constrain(jnp.zeros(rows + shape, dt), ax)
     return {
-        "k": [zeros((kh, dh, t), k_axes) for _ in range(cfg.num_layers)],
+        "k": [zeros(k_shape, k_axes) for _ in range(cfg.num_layers)],
         "v": [zeros((kh, t, dh), v_axes) for _ in range(cfg.num_layers)],
     }
 
@@ -376,7 +416,7 @@ class SlotState(NamedTuple):
     head: jax.Array  # [] int32 next queue entry to hand out
     steps: jax.Array  # [] int32 loop iterations run
     slot_steps: jax.Array  # [] int32 slots x iterations run (the work done)
-    cache: dict  # {"k": L x [S, 1, K, Dh, T], "v": L x [S, 1, K, T, Dh]}
+    cache: dict  # {"k": L x [S, 1, K, Dh, T] ([S, 1, K, T, Dh]: Pallas), "v": [S, 1, K, T, Dh]}
     prefix: dict  # {"k", "v"}: L x [B, K, P, Dh], "mask": [B, P]
     prompt_len: jax.Array  # [B] int32
     row_limit: jax.Array  # [N] int32 per-sample length limits
@@ -400,6 +440,7 @@ _SLOT_AXES = ("batch", None)  # the slot axis is split over the data axes
         "block",
         "cache_dtype",
         "head_dtype",
+        "attn_kernel",
     ),
 )
 def start(
@@ -421,6 +462,7 @@ def start(
     block: int = 256,
     cache_dtype=None,
     head_dtype=None,
+    attn_kernel: str = "xla",
 ) -> DecodeState | SlotState:
     """Prefills each prompt once, draws token 0 of its ``M`` samples from the logits at
     its last position (sample ``g = b M + m`` with row key ``(g, 0)``) and sets up the
@@ -442,6 +484,8 @@ def start(
       block: vocabulary block of the two-stage draw (see `sample_logits`).
       cache_dtype: KV-cache dtype (default `default_cache_dtype` of the params).
       head_dtype: LM-head operand dtype, see `head_logits`.
+      attn_kernel: the engine's own-cache read, ``"xla"`` or ``"pallas"`` (it sets the
+        key cache's layout, `empty_cache`; the static decoder reads with XLA).
 
     Returns:
       The initial state, for `run` / `decode_all` (slots) or `sampling.decode` (static).
@@ -514,7 +558,7 @@ def start(
         head=jnp.minimum(n_queue, slots),
         steps=jnp.int32(0),
         slot_steps=jnp.int32(0),
-        cache=empty_cache(cfg, (slots, 1), t, dt, _SLOT_AXES),
+        cache=empty_cache(cfg, (slots, 1), t, dt, _SLOT_AXES, attn_kernel),
         prefix=prefix,
         prompt_len=jnp.sum(prompt_mask.astype(jnp.int32), axis=-1),
         row_limit=row_limit.reshape(n),
@@ -527,7 +571,15 @@ def start(
 
 @functools.partial(
     jax.jit,
-    static_argnames=("cfg", "num_samples", "block", "head_dtype", "attn_block", "stop_below"),
+    static_argnames=(
+        "cfg",
+        "num_samples",
+        "block",
+        "head_dtype",
+        "attn_block",
+        "stop_below",
+        "attn_kernel",
+    ),
     donate_argnames=("state",),
 )
 def run(
@@ -540,6 +592,7 @@ def run(
     head_dtype=None,
     attn_block: int | None = None,
     stop_below: int = 0,
+    attn_kernel: str = "xla",
 ) -> SlotState:
     """Decodes until the queue is empty and every slot is idle (see the module doc), or,
     with ``stop_below`` > 0, until the queue is empty and at most that many slots are live
@@ -549,7 +602,9 @@ def run(
     token ``t - 1`` at position ``prompt_len[g // M] + t - 1``, writes its k/v into its
     cache slot ``t - 1`` and draws token ``t`` with row key ``(g, t)``; a slot whose
     sample ends (EOS or ``t + 1 >= row_limit[g]``) takes the next queued sample.
-    With ``attn_block`` the attention reads are ragged (`_own_attention_ragged`).
+    With ``attn_block`` the attention reads are ragged (`_own_attention_ragged`); with
+    ``attn_kernel="pallas"`` (the state built by `start` with the same kernel) the own
+    cache is read by the Pallas decode kernel, each row up to its own length.
     """
     n, t = state.tokens.shape
     attn_block = attention_block_size(t, attn_block)
@@ -580,8 +635,9 @@ def run(
                 "v": [a[pb] for a in s.prefix["v"]],
                 "mask": s.prefix["mask"][pb],  # [S, P]
             },
-            attn_block,
+            0 if attn_kernel == "pallas" else attn_block,
             ragged=RAGGED_GROUP,
+            kernel=attn_kernel,
         )
         logits = sharding.constrain(head_logits(hidden[:, 0], head), ("batch", None))  # [S, V]
         tok, logp = sample_logits(

@@ -29,6 +29,7 @@ class RolloutSpec:
     top_k: int = 0
     head_dtype: str | None = None  # LM-head operand dtype; None: the params'
     decode_slots: int | None = None  # S of the decode engine; None: the default; 0: static
+    attn_kernel: str = "auto"  # the engine's own-cache read (`pallas_attention.resolve`)
 
 
 def rollout(
@@ -72,4 +73,5 @@ def rollout(
         prompt_len=prompt_len,
         head_dtype=spec.head_dtype or None,
         decode_slots=spec.decode_slots,
+        attn_kernel=spec.attn_kernel,
     )

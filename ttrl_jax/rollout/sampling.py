@@ -38,7 +38,7 @@ import numpy as np
 from ttrl_jax import sharding
 from ttrl_jax.data.padding import bucket_length, pad_left_to
 from ttrl_jax.models.config import ModelConfig
-from ttrl_jax.rollout import engine
+from ttrl_jax.rollout import engine, pallas_attention
 from ttrl_jax.rollout.engine import (
     DecodeState,
     attention_block_size,
@@ -198,6 +198,7 @@ def sample(
     row_limits=None,
     attn_block: int | None = None,
     decode_slots: int | None = None,
+    attn_kernel: str | None = None,
 ) -> Rollout:
     """Draws ``M = num_samples`` completions of every prompt (prefill once, then decode).
 
@@ -228,6 +229,10 @@ def sample(
       decode_slots: S, the slots of the length-aware engine (`engine`; None: the default
         rule, `slots_for`); 0 runs the static decoder (`prefill` + `decode`, all B M samples in
         one batch until the longest is done).
+      attn_kernel: the engine's own-cache read (`pallas_attention.resolve`): ``"xla"``,
+        ``"pallas"`` (jax's Pallas GPU decode kernel; interpret mode off a GPU) or None /
+        ``"auto"`` (Pallas on one GPU where it compiles, else XLA). The static decoder
+        always reads with XLA.
 
     Returns:
       A `Rollout` with ``[B, M, T]`` tokens / log-probs and ``[B, M]`` lengths.
@@ -258,9 +263,19 @@ def sample(
     args = (params, cfg, prompt_tokens, prompt_mask, key, sampling, eos, np.int32(pad_id))
     args += (np.int32(max_new_tokens), row_limits)
     if slots:
+        kernel = pallas_attention.resolve(
+            attn_kernel or "auto",
+            max_len=t,
+            kv_heads=cfg.num_kv_heads,
+            rep=cfg.num_heads // cfg.num_kv_heads,
+            head_dim=cfg.head_dim,
+            cache_dtype=cache_dtype or engine.default_cache_dtype(params["embed"].dtype),
+        )
         if attn_block is None:
             attn_block = engine_attn_block(t)
-        st = engine.start(*args, slots=slots, head_dtype=head_dtype, **common)
+        st = engine.start(
+            *args, slots=slots, head_dtype=head_dtype, attn_kernel=kernel, **common
+        )
         st = engine.decode_all(
             params,
             cfg,
@@ -269,6 +284,7 @@ def sample(
             block=block,
             head_dtype=head_dtype,
             attn_block=attn_block,
+            attn_kernel=kernel,
         )
         shape = (b, num_samples, t)
         return Rollout(
@@ -308,8 +324,9 @@ def engine_attn_block(
     useful tokens/s 1.13-1.30x over reading all 1024 slots at S = 16-96. They rank all
     slots by length and gather across them, which over slots split between devices would
     move cache rows between shards, so a mesh reads all T slots. GPU / TPU read all T
-    slots too: the ragged read's gathers are not measured there, and the Pallas
-    paged-attention kernels are not wired in."""
+    slots too with XLA (the ragged read's gathers are not measured there); on one GPU
+    the engine reads with the Pallas decode kernel by default instead
+    (`pallas_attention.resolve`), which bounds each row's read by its own length."""
     if (backend or jax.default_backend()) != "cpu" or max_len % ENGINE_ATTN_BLOCK_CPU:
         return 0
     if (devices or jax.device_count()) > 1:
