@@ -26,7 +26,12 @@ whose tokens equal the static decoder's, the static decoder with every sample at
 slot-step fitted over its runs with the ceiling that cost allows (`ceiling`), and the
 curve over T_max = 256, 512 at the best S and read.
 
-Run: ``python benchmarks/bench_lengths.py [--smoke] [--pallas | --no-pallas]``.
+``--shape=qwen2.5-math-1.5b`` runs the same workload on Qwen2.5-Math-1.5B's shape
+(vocabulary 151,936, random bf16 weights built on the device; meant for a GPU), with
+``--slots`` and ``--no-curve`` to keep a device run short.
+
+Run: ``python benchmarks/bench_lengths.py [--smoke] [--pallas | --no-pallas]
+[--shape=tiny|qwen2.5-math-1.5b] [--slots=16,32,48,64,96] [--no-curve]``.
 """
 
 from __future__ import annotations
@@ -101,6 +106,9 @@ def main() -> None:
         default=None,
         help="also run the engine with the Pallas decode kernel (default: on a GPU / smoke)",
     )
+    ap.add_argument("--shape", default="tiny", choices=["tiny", "qwen2.5-math-1.5b"])
+    ap.add_argument("--slots", default="", help="engine slot counts (default 16,32,48,64,96)")
+    ap.add_argument("--no-curve", action="store_true", help="skip the T_max = 256, 512 curve")
     args = ap.parse_args()
     common.banner("W3: static decoder vs slot-refill engine at real (mixed) lengths")
     import jax
@@ -108,15 +116,22 @@ def main() -> None:
     from ttrl_jax import models
     from ttrl_jax.rollout import sampling
 
+    big = args.shape == "qwen2.5-math-1.5b"
     dims = common.SMOKE_QWEN2 if args.smoke else common.TINY_QWEN2
+    dims = common.QWEN2P5_MATH_1P5B if big else dims
     b, m, p = (2, 4, 16) if args.smoke else (8, 16, 32)
     t_top, median = (64, 16) if args.smoke else (1024, 250)
     slot_counts = (2, 4) if args.smoke else (16, 32, 48, 64, 96)
-    t_curve = (32,) if args.smoke else (256, 512)
-    with tempfile.TemporaryDirectory() as tmp:
-        common.write_qwen2(tmp, **dims)
-        model = models.load_hf(tmp, dtype="float32")
+    slot_counts = tuple(int(x) for x in args.slots.split(",")) if args.slots else slot_counts
+    t_curve = () if args.no_curve else (32,) if args.smoke else (256, 512)
+    if big:
+        model = common.random_qwen2(**dims, dtype="bfloat16")
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            common.write_qwen2(tmp, **dims)
+            model = models.load_hf(tmp, dtype="float32")
     params, cfg = model.params(), model.config
+    print(f"model {dims}, {model.dtype} weights, on {jax.devices()[0].device_kind}")
     rng = np.random.RandomState(1)
     prompts = rng.randint(4, dims["vocab"], (b, p)).astype(np.int32)
     mask = np.ones((b, p), np.int32)
@@ -224,7 +239,8 @@ def main() -> None:
         en_row, _ = measure(name, t_max, lim, s_best, attn_best)
         curve += [st_row, en_row]
         print(f"T_max {t_max}: engine / static useful tokens/s {en_row[3] / st_row[3]:.2f}x")
-    common.table(header, curve)
+    if curve:
+        common.table(header, curve)
 
 
 if __name__ == "__main__":

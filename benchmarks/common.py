@@ -21,6 +21,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The rollout / RL-step workload of the issues: a tiny random Qwen2 (~11M params).
 TINY_QWEN2 = dict(vocab=32000, hidden=256, layers=4, heads=4, kv_heads=2, inter=704)
 SMOKE_QWEN2 = dict(vocab=512, hidden=64, layers=2, heads=4, kv_heads=2, inter=128)
+# Qwen2.5-Math-1.5B's shape (real vocabulary, 128-wide heads), random weights: for GPU runs
+QWEN2P5_MATH_1P5B = dict(vocab=151936, hidden=1536, layers=28, heads=12, kv_heads=2, inter=8960)
 
 _PACKAGES = ("jax", "jaxlib", "flax", "optax", "transformers", "torch", "trl", "math-verify")
 
@@ -110,6 +112,31 @@ def write_qwen2(path: str, vocab, hidden, layers, heads, kv_heads, inter, dtype=
         max_position_embeddings=4096,
     )
     Qwen2ForCausalLM(cfg).to(getattr(torch, dtype)).save_pretrained(path)
+
+
+def random_qwen2(vocab, hidden, layers, heads, kv_heads, inter, dtype="bfloat16", seed=0):
+    """A random Qwen2 (tied embeddings, qkv biases, N(0, 0.02^2) weights) built in JAX on
+    the default device, with no checkpoint on disk: for shapes too large to write with
+    `transformers` in a benchmark's time (`QWEN2P5_MATH_1P5B`)."""
+    import jax.numpy as jnp
+
+    from ttrl_jax.models.config import ModelConfig
+    from ttrl_jax.models.model import Transformer
+
+    cfg = ModelConfig(
+        model_type="qwen2",
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=inter,
+        num_layers=layers,
+        num_heads=heads,
+        num_kv_heads=kv_heads,
+        head_dim=hidden // heads,
+        tie_word_embeddings=True,
+        qkv_bias=True,
+        max_position_embeddings=4096,
+    )
+    return Transformer.random(cfg, seed, jnp.dtype(dtype))
 
 
 def peak_rss_gib() -> float:
