@@ -1,17 +1,19 @@
 """Tests for ttrl_jax.rollout.pallas_attention: the engine's own-cache read through jax's
 Pallas GPU decode-attention kernel, run here in Pallas interpret mode (no GPU): it
 equals a float64 softmax for ragged lengths with stale entries past each row's length,
-and "auto" falls back to XLA off a GPU, on a mesh, for an unsuited T, without the kernel
-and when it fails to compile. The engine's samples with this read are checked in
-`test_engine.test_matches_static_decoder_at_scale`."""
+each device of a mesh reads its own rows, and "auto" falls back to XLA off a GPU, for an
+unsuited T, without the kernel and when it fails to compile. The engine's samples with
+this read are checked in `test_engine.test_matches_static_decoder_at_scale`."""
 
 import types
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from test_engine import _dense_reference
 
+from ttrl_jax import sharding
 from ttrl_jax.rollout import engine, pallas_attention
 
 
@@ -49,6 +51,24 @@ def test_write_cache_and_empty_cache_use_the_kernels_key_layout():
     np.testing.assert_array_equal(np.swapaxes(np.asarray(ck_x), -1, -2), np.asarray(ck_p))
 
 
+@pytest.mark.parametrize("mesh_shape", [(8, 1, 1), (4, 1, 2), (2, 2, 2)])
+def test_each_device_of_a_mesh_reads_its_own_rows(mesh_shape):
+    """Under ``jax.set_mesh`` the kernel runs per shard (rows over data x fsdp, kv heads
+    over tensor; 12 rows do not split 8 ways and stay whole) and gives the one-device
+    result."""
+    rng = np.random.RandomState(3)
+    n, kh, r, dh, t = 12, 2, 3, 8, 32
+    q = jnp.asarray(rng.randn(n, kh, r, dh).astype(np.float32))
+    ck, cv = (jnp.asarray(rng.randn(n, kh, t, dh).astype(np.float32)) for _ in range(2))
+    w = jnp.asarray(rng.randint(0, t, n).astype(np.int32))
+    want = pallas_attention.own_attention(q, ck, cv, w)
+    mesh = sharding.make_mesh(*mesh_shape)
+    with jax.set_mesh(mesh):
+        got = jax.jit(pallas_attention.own_attention)(q, ck, cv, w)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-6)
+
+
 def test_split_plan():
     assert pallas_attention.split_plan(1024) == (16, 64)
     assert pallas_attention.split_plan(3072) == (16, 64)  # 192-slot splits
@@ -62,15 +82,14 @@ def _resolve(kernel, **kw):
     return pallas_attention.resolve(kernel, **{**shape, **kw})
 
 
-def test_auto_takes_the_kernel_only_on_one_gpu_and_falls_back_to_xla(monkeypatch):
-    assert _resolve("auto", backend="cpu", devices=1) == "xla"
-    assert _resolve("auto", backend="tpu", devices=1) == "xla"
-    assert _resolve("auto", backend="gpu", devices=8) == "xla"  # the call is not partitioned
-    assert _resolve("auto", backend="gpu", devices=1, max_len=40) == "xla"
-    assert _resolve("xla", backend="gpu", devices=1) == "xla"
-    # on one GPU: the probe compile decides (here it runs in interpret mode and works)
+def test_auto_takes_the_kernel_on_a_gpu_and_falls_back_to_xla(monkeypatch):
+    assert _resolve("auto", backend="cpu") == "xla"
+    assert _resolve("auto", backend="tpu") == "xla"
+    assert _resolve("auto", backend="gpu", max_len=40) == "xla"
+    assert _resolve("xla", backend="gpu") == "xla"
+    # on a GPU: the probe compile decides (here it runs in interpret mode and works)
     pallas_attention.compiles_here.cache_clear()
-    assert _resolve("auto", backend="gpu", devices=1, max_len=64) == "pallas"
+    assert _resolve("auto", backend="gpu", max_len=64) == "pallas"
     # a kernel that fails to lower: XLA, and the failure is not retried
     calls = []
 
@@ -80,21 +99,19 @@ def test_auto_takes_the_kernel_only_on_one_gpu_and_falls_back_to_xla(monkeypatch
 
     monkeypatch.setattr(pallas_attention, "_module", lambda: types.SimpleNamespace(gqa=broken))
     pallas_attention.compiles_here.cache_clear()
-    assert _resolve("auto", backend="gpu", devices=1, max_len=64) == "xla"
-    assert _resolve("auto", backend="gpu", devices=1, max_len=64) == "xla" and len(calls) == 1
+    assert _resolve("auto", backend="gpu", max_len=64) == "xla"
+    assert _resolve("auto", backend="gpu", max_len=64) == "xla" and len(calls) == 1
     pallas_attention.compiles_here.cache_clear()
     # a jax without the kernel
     monkeypatch.setattr(pallas_attention, "_module", lambda: None)
-    assert _resolve("auto", backend="gpu", devices=1) == "xla"
+    assert _resolve("auto", backend="gpu") == "xla"
     with pytest.raises(ValueError, match="kernel missing"):
-        _resolve("pallas", backend="gpu", devices=1)
+        _resolve("pallas", backend="gpu")
 
 
 def test_explicit_pallas_and_bad_names_are_checked():
-    assert _resolve("pallas", backend="cpu", devices=1) == "pallas"  # interpret mode
-    with pytest.raises(ValueError, match="one device"):
-        _resolve("pallas", backend="gpu", devices=2)
+    assert _resolve("pallas", backend="cpu") == "pallas"  # interpret mode
     with pytest.raises(ValueError, match="T a multiple of 16"):
-        _resolve("pallas", backend="gpu", devices=1, max_len=40)
+        _resolve("pallas", backend="gpu", max_len=40)
     with pytest.raises(ValueError, match="attn_kernel must be one of"):
-        _resolve("triton", backend="gpu", devices=1)
+        _resolve("triton", backend="gpu")

@@ -85,7 +85,7 @@ def default_config() -> ml_collections.ConfigDict:
     # (rollout.sampling.slots_for), 0 = the static decoder (all B*M samples in one batch)
     c.rollout.decode_slots = -1
     # the engine's own-cache read: "auto" = jax's Pallas GPU decode-attention kernel on
-    # one GPU where it compiles, else XLA; "xla"; "pallas" (off a GPU: interpret mode)
+    # GPUs where it compiles, else XLA; "xla"; "pallas" (off a GPU: interpret mode)
     c.rollout.attn_kernel = "auto"
 
     c.reward = ml_collections.ConfigDict()

@@ -32,7 +32,7 @@ row in fp32 with one softmax; with ``attn_block`` > 0 it reads the own cache in 
 the static decoder the ``max(w) // attn_block + 1`` blocks that its longest row can see,
 the engine each group of `RAGGED_GROUP` slots (ranked by length) only its own live
 blocks, so a slot's read follows its own sample's length (`_own_attention_ragged`).
-With ``attn_kernel="pallas"`` (the default on one GPU, `pallas_attention.resolve`) the
+With ``attn_kernel="pallas"`` (the default on GPUs, `pallas_attention.resolve`) the
 engine reads its own cache through jax's Pallas decode-attention kernel instead, each
 row up to its own length (`pallas_attention.own_attention`).
 """

@@ -15,9 +15,10 @@ It needs the own keys as ``[N, K, T, Dh]`` (the XLA CPU path stores them transpo
 
 Where it runs: on a GPU it lowers through Triton; on any other backend the same kernel
 runs in Pallas interpret mode (slow: it exists so that the CPU tests check this path
-against the XLA one). ``attn_kernel="auto"`` takes it on one GPU when this jax provides
+against the XLA one). ``attn_kernel="auto"`` takes it on GPUs when this jax provides
 the kernel and a probe compile of the run's head shape succeeds; otherwise the XLA
-read is the fallback. TPU keeps the XLA read (its ragged paged-attention kernel wants a
+read is the fallback. Under a mesh each device runs the kernel on its own slots
+(``shard_map``). TPU keeps the XLA read (its ragged paged-attention kernel wants a
 paged cache layout, not wired). Not run on a GPU in this project's sessions so far.
 """
 
@@ -28,6 +29,9 @@ import logging
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec
+
+from ttrl_jax import sharding
 
 KERNELS = ("auto", "xla", "pallas")
 
@@ -63,6 +67,11 @@ def split_plan(max_len: int) -> tuple[int, int] | None:
 def own_attention(q, ck, cv, w, *, interpret: bool | None = None):
     """The unnormalised attention of each row over its own cache slots ``<= w``.
 
+    Rows and kv heads are independent, so under a mesh (``jax.set_mesh``) each device
+    runs the kernel on its own shard: rows split like the logical ``batch`` axis, kv
+    heads like ``kv_heads`` (`sharding.DEFAULT_RULES`; an axis they do not divide stays
+    whole), with ``shard_map``.
+
     Args:
       q: ``[N, K, R, Dh]`` fp32 queries, already scaled by ``1/sqrt(Dh)``.
       ck, cv: ``[N, K, T, Dh]`` own keys and values.
@@ -73,6 +82,23 @@ def own_attention(q, ck, cv, w, *, interpret: bool | None = None):
       ``o [N, K, R, Dh]`` (``sum_s e^(s_s - m) v_s``), ``l, m [N, K, R]``, all fp32. With
       a bf16 cache the queries enter the kernel in bf16 (its dots take one dtype).
     """
+    local = functools.partial(_own_attention_local, interpret=interpret)
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or mesh.size == 1:
+        return local(q, ck, cv, w)
+    lead = tuple(sharding.spec_for(q.shape[:2], ("batch", "kv_heads"), mesh))
+    lead += (None,) * (2 - len(lead))  # [N, K] over (batch, kv_heads)
+    rows4, rows3 = PartitionSpec(*lead, None, None), PartitionSpec(*lead, None)
+    return jax.shard_map(
+        local,
+        in_specs=(rows4, rows4, rows4, PartitionSpec(lead[0])),
+        out_specs=(rows4, rows3, rows3),
+        check_vma=False,  # the kernel's outputs vary along the same axes as its inputs
+    )(q, ck, cv, w)
+
+
+def _own_attention_local(q, ck, cv, w, *, interpret: bool | None):
+    """`own_attention` on one device's rows."""
     n, kh, r, dh = q.shape
     t = ck.shape[2]
     plan = split_plan(t)
@@ -112,12 +138,6 @@ def compiles_here(kv_heads: int, rep: int, head_dim: int, max_len: int, dtype: s
         return False
 
 
-def _mesh_devices() -> int:
-    """Devices of the mesh set with ``jax.set_mesh`` (1 without one)."""
-    mesh = jax.sharding.get_abstract_mesh()
-    return 1 if mesh.empty else mesh.size
-
-
 def resolve(
     kernel: str,
     *,
@@ -127,30 +147,27 @@ def resolve(
     head_dim: int,
     cache_dtype,
     backend: str | None = None,
-    devices: int | None = None,
 ) -> str:
     """The engine's own-cache read, ``"xla"`` or ``"pallas"``, for ``kernel`` (one of
     `KERNELS`).
 
-    ``"auto"`` is ``"pallas"`` on a single GPU where the kernel exists, T suits it
-    (`split_plan`) and it compiles for this head shape (`compiles_here`), else ``"xla"``.
-    An explicit ``"pallas"`` is an error where the kernel is missing, T does not suit
-    it or the slots span several devices (``devices``, default the size of the mesh set
-    with ``jax.set_mesh``: the kernel call is not partitioned); off a GPU it runs in
-    interpret mode.
+    ``"auto"`` is ``"pallas"`` on GPUs where the kernel exists, T suits it
+    (`split_plan`) and it compiles for this head shape on one of them (`compiles_here`),
+    else ``"xla"``. An explicit ``"pallas"`` is an error where the kernel is missing or
+    T does not suit it; off a GPU it runs in interpret mode. On a mesh each device reads
+    its own rows (`own_attention`).
     """
     if kernel not in KERNELS:
         raise ValueError(f"attn_kernel must be one of {KERNELS}, got {kernel!r}")
     backend = backend or jax.default_backend()
-    devices = devices or _mesh_devices()
     if kernel == "xla":
         return "xla"
-    fits = available() and split_plan(max_len) is not None and devices == 1
+    fits = available() and split_plan(max_len) is not None
     if kernel == "pallas":
         if not fits:
             raise ValueError(
-                "attn_kernel=pallas needs jax's Pallas GPU decode-attention kernel, T a "
-                f"multiple of 16 and one device (T={max_len}, {devices} devices, kernel "
+                "attn_kernel=pallas needs jax's Pallas GPU decode-attention kernel and T a "
+                f"multiple of 16 (T={max_len}, kernel "
                 f"{'present' if available() else 'missing'})"
             )
         return "pallas"

@@ -231,7 +231,7 @@ def sample(
         one batch until the longest is done).
       attn_kernel: the engine's own-cache read (`pallas_attention.resolve`): ``"xla"``,
         ``"pallas"`` (jax's Pallas GPU decode kernel; interpret mode off a GPU) or None /
-        ``"auto"`` (Pallas on one GPU where it compiles, else XLA). The static decoder
+        ``"auto"`` (Pallas on GPUs where it compiles, else XLA). The static decoder
         always reads with XLA.
 
     Returns:
@@ -324,8 +324,8 @@ def engine_attn_block(
     useful tokens/s 1.13-1.30x over reading all 1024 slots at S = 16-96. They rank all
     slots by length and gather across them, which over slots split between devices would
     move cache rows between shards, so a mesh reads all T slots. GPU / TPU read all T
-    slots too with XLA (the ragged read's gathers are not measured there); on one GPU
-    the engine reads with the Pallas decode kernel by default instead
+    slots too with XLA (the ragged read's gathers are not measured there); on GPUs the
+    engine reads with the Pallas decode kernel by default instead, per device on a mesh
     (`pallas_attention.resolve`), which bounds each row's read by its own length."""
     if (backend or jax.default_backend()) != "cpu" or max_len % ENGINE_ATTN_BLOCK_CPU:
         return 0
