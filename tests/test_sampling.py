@@ -90,17 +90,26 @@ def _qwen3(tmp_path):
     return path, models.load_hf(path, dtype="float32")  # q/k norms, Dh = 2 D / H, untied
 
 
-# the static decoder; the engine with 5 of 16 slots
-@pytest.mark.parametrize("arch,slots", [("qwen2", 0), ("qwen2", 5), ("qwen3", 0), ("qwen3", 5)])
-def test_greedy_matches_transformers_generate(arch, slots, qwen, prompts, tmp_path):
+# the static decoder; the engine with 5 of 16 slots, with its XLA read and jax's Pallas
+# decode kernel (interpret mode here)
+@pytest.mark.parametrize(
+    "arch,slots,kernel",
+    [
+        ("qwen2", 0, "xla"),
+        ("qwen2", 5, "xla"),
+        ("qwen2", 5, "pallas"),
+        ("qwen3", 0, "xla"),
+        ("qwen3", 5, "xla"),
+    ],
+)
+def test_greedy_matches_transformers_generate(arch, slots, kernel, qwen, prompts, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
 
     path, model = qwen if arch == "qwen2" else _qwen3(tmp_path)
     tokens, mask = prompts
-    ours = run(
-        model, tokens, mask, sampling=sampling.sampling_params(greedy=True), decode_slots=slots
-    )
+    greedy = sampling.sampling_params(greedy=True)
+    ours = run(model, tokens, mask, sampling=greedy, decode_slots=slots, attn_kernel=kernel)
     hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     with torch.no_grad():
         ref = hf.generate(
