@@ -97,7 +97,7 @@ def _qwen3(tmp_path):
     [
         ("qwen2", 0, "xla"),
         ("qwen2", 5, "xla"),
-        ("qwen2", 5, "pallas"),
+        pytest.param("qwen2", 5, "pallas", marks=pytest.mark.slow),
         ("qwen3", 0, "xla"),
         ("qwen3", 5, "xla"),
     ],
