@@ -10,7 +10,9 @@ votes-per-prompt curve (M = 1, 8, 32, 64) for ours, and a profile of one decode 
 (model forward, LM head, sampler).
 
 Run: ``python benchmarks/bench_rollout.py`` (``--smoke`` for a tiny config in seconds,
-``--dtype bfloat16`` for bf16 weights on both sides).
+``--dtype bfloat16`` for bf16 weights on both sides; ``--shape=qwen2.5-math-1.5b`` for
+Qwen2.5-Math-1.5B's shape with random weights written by this library's exporter, ours
+only: meant for a GPU).
 """
 
 from __future__ import annotations
@@ -25,7 +27,16 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np
 
 
-from common import SMOKE_QWEN2, TINY_QWEN2, banner, table, timed, write_qwen2  # noqa: E402
+from common import (  # noqa: E402
+    QWEN2P5_MATH_1P5B,
+    SMOKE_QWEN2,
+    TINY_QWEN2,
+    banner,
+    table,
+    timed,
+    write_qwen2,
+    write_random_qwen2,
+)
 
 
 def run_ours(
@@ -200,7 +211,10 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-hf", action="store_true", help="skip transformers.generate")
     ap.add_argument("--curve", default="1,8,32,64", help="votes-per-prompt values, '' to skip")
+    ap.add_argument("--shape", default="tiny", choices=["tiny", "qwen2.5-math-1.5b"])
     args = ap.parse_args(argv)
+    big = args.shape == "qwen2.5-math-1.5b"
+    args.no_hf = args.no_hf or big  # torch here is a CPU build: no 1.5B generate in time
     if args.smoke:
         dims = dict(SMOKE_QWEN2)
         b, m, p, new, repeats, curve = 2, 4, 8, 16, 1, []  # CI: only check that it runs
@@ -208,10 +222,14 @@ def main(argv=None):
         dims = dict(TINY_QWEN2)
         b, m, p, new, repeats = 8, 8, 32, 128, args.repeats
         curve = [int(x) for x in args.curve.split(",") if x]
+    dims = dict(QWEN2P5_MATH_1P5B) if big else dims
 
     banner(f"rollout: ttrl_jax.rollout.sampling vs transformers.generate ({args.dtype})")
     with tempfile.TemporaryDirectory() as tmp:
-        write_qwen2(tmp, dtype=args.dtype, **dims)
+        if big:
+            write_random_qwen2(tmp, dtype=args.dtype, **dims)
+        else:
+            write_qwen2(tmp, dtype=args.dtype, **dims)
         rng = np.random.RandomState(0)
         prompts = rng.randint(2, dims["vocab"], (b, p)).astype(np.int32)
         mask = np.ones((b, p), np.int32)

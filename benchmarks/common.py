@@ -139,6 +139,14 @@ def random_qwen2(vocab, hidden, layers, heads, kv_heads, inter, dtype="bfloat16"
     return Transformer.random(cfg, seed, jnp.dtype(dtype))
 
 
+def write_random_qwen2(path: str, dtype="bfloat16", **dims) -> None:
+    """`random_qwen2` written as an HF checkpoint with this library's own exporter (no
+    torch), for scripts that load their model from a directory."""
+    from ttrl_jax import models
+
+    models.save_hf(random_qwen2(**dims, dtype=dtype), path)
+
+
 def peak_rss_gib() -> float:
     """Peak resident memory of this process so far (GiB)."""
     import resource
