@@ -635,7 +635,7 @@ def run(
                 "v": [a[pb] for a in s.prefix["v"]],
                 "mask": s.prefix["mask"][pb],  # [S, P]
             },
-            0 if attn_kernel == "pallas" else attn_block,
+            attn_block,  # unused by the Pallas read (`cache_attention`)
             ragged=RAGGED_GROUP,
             kernel=attn_kernel,
         )
