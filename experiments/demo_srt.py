@@ -72,6 +72,8 @@ SETTINGS = dict(
     num_test=256,
     num_val=64,
     steps=40,
+    # the smallest of 2e-4 / 3e-4 / 4e-4 at which plain SRT collapses within 40 steps on
+    # all three AVX2-VM bases of the README (3e-4: 2 of 3; 2e-4: not on seed 0)
     lr=4e-4,
     prompts=16,
     votes=16,
@@ -350,14 +352,61 @@ MIN_GAIN = 0.15  # a mitigation holds when its test pass@1 beats the base's by t
 COLLAPSE_DROP = 0.2  # plain SRT collapses when true accuracy falls this far from its peak
 
 
-def srt_rates(out: str, seeds: list[int], report_only: bool = False, **kwargs) -> dict:
-    """The SRT demo on the bases of several pretraining seeds, judged per run:
+def judge(results: dict) -> tuple[dict, str]:
+    """Rates and a markdown table over seeds from ``{seed: run_demo_srt result}``:
 
     * plain SRT *collapses* when the true accuracy of its training rollouts (3-step
       means) falls by at least `COLLAPSE_DROP` from its peak while it trains on the
-      self-consistency reward (reward hacking); whether its final test pass@1 has
-      also sunk below the base's by step 40 is reported beside it;
-    * a mitigation *holds* when its test pass@1 is >= the base's + `MIN_GAIN`.
+      self-consistency reward (reward hacking); ``SRT ends below base`` counts the seeds
+      whose final test pass@1 is below the base's;
+    * a mitigation *holds* when its test pass@1 is >= the base's + `MIN_GAIN`, and is
+      *not below base* when its test pass@1 is >= the base's (the floor the issue sets for
+      early stopping: a run that only gets worse returns the base, never a worse model).
+
+    ``rates[name]`` is ``(count, seeds)`` for the first rule; ``rates[name + " not below
+    base"]`` for the second.
+    """
+    seeds = list(results)
+    names = list(results[seeds[0]]["runs"])
+    lines = [
+        "| run | judged by | rate | not below base | "
+        + " | ".join(f"seed {s}" for s in seeds)
+        + " |",
+        "|---|---|---|---|" + "---|" * len(seeds),
+        "| base | test pass@1 | | | "
+        + " | ".join(f"{results[s]['base']['pass@1']:.3f}" for s in seeds)
+        + " |",
+    ]
+    rates = {}
+    for name in names:
+        runs = [(results[s]["runs"][name], results[s]["base"]["pass@1"]) for s in seeds]
+        floor = [run["pass@1"] >= base for run, base in runs]
+        if name == "SRT":
+            drops = [run["train_accuracy_peak"] - run["train_accuracy"] for run, _ in runs]
+            ok = [d >= COLLAPSE_DROP for d in drops]
+            rule = f"collapses (true accuracy peak - last >= {COLLAPSE_DROP})"
+            cells = [
+                f"{run['train_accuracy_peak']:.2f} -> {run['train_accuracy']:.2f}; "
+                f"test {run['pass@1']:.3f}"
+                for run, _ in runs
+            ]
+            rates["SRT ends below base"] = (len(runs) - sum(floor), len(runs))
+        else:
+            ok = [run["pass@1"] >= base + MIN_GAIN for run, base in runs]
+            rule = f"holds (test pass@1 >= base + {MIN_GAIN})"
+            cells = [f"{run['pass@1']:.3f}" for run, _ in runs]
+        rates[name] = (sum(ok), len(ok))
+        rates[f"{name} not below base"] = (sum(floor), len(floor))
+        lines.append(
+            f"| {name} | {rule} | {sum(ok)} of {len(ok)} | {sum(floor)} of {len(floor)} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return rates, "\n".join(lines)
+
+
+def srt_rates(out: str, seeds: list[int], report_only: bool = False, **kwargs) -> dict:
+    """The SRT demo on the bases of several pretraining seeds, judged per run by `judge`.
 
     Each seed's runs go to ``out/srt_seeds/seed<S>`` (``report_only``: read from there
     instead of running); base models are shared with ``make demo`` (cached in ``out``).
@@ -371,35 +420,7 @@ def srt_rates(out: str, seeds: list[int], report_only: bool = False, **kwargs) -
                 results[seed] = json.load(f)
         else:
             results[seed] = run_demo_srt(seed_out, seed, base_dir=out, **kwargs)
-    names = list(next(iter(results.values()))["runs"])
-    lines = [
-        "| run | judged by | rate | " + " | ".join(f"seed {s}" for s in seeds) + " |",
-        "|---|---|---|" + "---|" * len(seeds),
-        "| base | test pass@1 | | "
-        + " | ".join(f"{r['base']['pass@1']:.3f}" for r in results.values())
-        + " |",
-    ]
-    rates = {}
-    for name in names:
-        runs = [(r["runs"][name], r["base"]["pass@1"]) for r in results.values()]
-        if name == "SRT":
-            drops = [run["train_accuracy_peak"] - run["train_accuracy"] for run, _ in runs]
-            ok = [d >= COLLAPSE_DROP for d in drops]
-            below = sum(run["pass@1"] < base for run, base in runs)
-            rule = f"collapses (true accuracy peak - last >= {COLLAPSE_DROP})"
-            cells = [
-                f"{run['train_accuracy_peak']:.2f} -> {run['train_accuracy']:.2f}; "
-                f"test {run['pass@1']:.3f}"
-                for run, _ in runs
-            ]
-            rates["SRT ends below base"] = (below, len(runs))
-        else:
-            ok = [run["pass@1"] >= base + MIN_GAIN for run, base in runs]
-            rule = f"holds (test pass@1 >= base + {MIN_GAIN})"
-            cells = [f"{run['pass@1']:.3f}" for run, _ in runs]
-        rates[name] = (sum(ok), len(ok))
-        lines.append(f"| {name} | {rule} | {sum(ok)} of {len(ok)} | " + " | ".join(cells) + " |")
-    table = "\n".join(lines)
+    rates, table = judge(results)
     below, total = rates["SRT ends below base"]
     print("SRT demo over seeds (test pass@1 of each run's final or early-stopped model)")
     print(table)

@@ -264,3 +264,31 @@ def test_unmasked_kl_in_reward_would_move_the_below_threshold_prompt(setup, tmp_
     tr.close()
     adv = np.asarray(batch["advantages"]).reshape(2, m, -1)
     assert np.abs(adv[1]).max() > 0
+
+
+# ----------------------------------------------------------------- demo-srt's judging
+
+
+def test_demo_srt_judges_collapse_gain_and_the_base_floor():
+    """Plain SRT collapses on a fall of >= 0.2 from its peak; a mitigation holds at
+    base + 0.15 and is "not below base" at >= base (early stopping returning step 0)."""
+    from experiments import demo_srt
+
+    def seed(base, srt, peak, acc, **arms):
+        runs = {"SRT": {"pass@1": srt, "train_accuracy_peak": peak, "train_accuracy": acc}}
+        runs.update({name: {"pass@1": v} for name, v in arms.items()})
+        return {"base": {"pass@1": base}, "runs": runs}
+
+    results = {
+        0: seed(0.35, 0.09, 0.38, 0.04, stop=0.35, cur=0.51, thr=0.34),
+        1: seed(0.40, 0.45, 0.83, 0.64, stop=0.549, cur=0.56, thr=0.60),
+        2: seed(0.30, 0.31, 0.50, 0.31, stop=0.46, cur=0.20, thr=0.29),
+    }
+    rates, table = demo_srt.judge(results)
+    assert rates["SRT"] == (1, 3)  # drops 0.34, 0.19 (under 0.2), 0.19
+    assert rates["SRT ends below base"] == (1, 3)
+    assert rates["stop"] == (1, 3) and rates["stop not below base"] == (3, 3)
+    assert rates["cur"] == (2, 3) and rates["cur not below base"] == (2, 3)
+    assert rates["thr"] == (1, 3) and rates["thr not below base"] == (1, 3)
+    assert "| stop | holds (test pass@1 >= base + 0.15) | 1 of 3 | 3 of 3 | 0.350 |" in table
+    assert table.count("\n") == 2 + 4
