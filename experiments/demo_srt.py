@@ -35,6 +35,7 @@ model) and writes ``srt_demo.png``: per run, the training reward and the true ac
 the training rollouts vs step.
 
   python -m experiments.demo_srt [--out=demo_out] [--steps=40] [--lr=4e-4]
+      [--seeds=0,1,2] [--set=guard.step_kl_target=0.004]  # overrides for every run
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ def define_flags() -> None:
         "seeds", [], "Rates instead: the whole demo on the bases of these pretraining seeds."
     )
     flags.DEFINE_bool("report", False, "With --seeds: only rebuild the rates from finished runs.")
+    flags.DEFINE_list(
+        "set", [], "Run-config overrides key=value for every run (e.g. guard.step_kl_target=0.004)."
+    )
 
 
 SETTINGS = dict(
@@ -85,8 +89,11 @@ SETTINGS = dict(
 )
 
 
-def srt_config(model_dir: str, data: str, out: str, mode: str, s: dict, seed: int):
-    """SRT's recipe on the demo model: RLOO, KL in the reward, entropy bonus, constant lr."""
+def srt_config(
+    model_dir: str, data: str, out: str, mode: str, s: dict, seed: int, overrides=None
+):
+    """SRT's recipe on the demo model: RLOO, KL in the reward, entropy bonus, constant lr;
+    ``overrides`` (``key=value`` strings) are applied last."""
     from experiments import demo
 
     c = demo.rl_config(model_dir, data, out, mode, dict(s, eval_every=s["steps"]), seed)
@@ -98,6 +105,7 @@ def srt_config(model_dir: str, data: str, out: str, mode: str, s: dict, seed: in
     c.optim.lr, c.optim.schedule = s["lr"], "constant"
     c.train.eval_every, c.train.best_metric = 0, ""
     c.train.save_every = s["steps"]
+    demo.apply_overrides(c, overrides or [])
     return c
 
 
@@ -219,9 +227,11 @@ def run_demo_srt(
     base_dir: str = "",
     curriculum: bool = True,
     guard: bool = True,
+    overrides: list[str] | None = None,
 ) -> dict:
     """The whole SRT demo; returns the numbers it printed (base models cached in
-    ``base_dir``, default ``out``)."""
+    ``base_dir``, default ``out``). ``overrides`` (``key=value``) apply to every run,
+    before each arm's own settings."""
     from experiments import demo, pretrain_tiny
     from ttrl_jax.data import synthetic
     from ttrl_jax.eval import evaluation
@@ -297,14 +307,15 @@ def run_demo_srt(
         plans["RL with labels"] = ("ground_truth", {})
     print(
         f"[3/4] {len(plans)} runs of {s['steps']} steps, constant lr {s['lr']:g}, "
-        f"{s['prompts']} prompts x {k} votes",
+        f"{s['prompts']} prompts x {k} votes"
+        + (f" (every run: {', '.join(overrides)})" if overrides else ""),
         flush=True,
     )
     runs = {}
-    for i, (name, (mode, overrides)) in enumerate(plans.items()):
+    for i, (name, (mode, arm_keys)) in enumerate(plans.items()):
         slug = name.lower().replace(" + ", "_").replace(" ", "_")
-        c = srt_config(model_dir, data, os.path.join(srt_dir, slug), mode, s, seed)
-        c.update_from_flattened_dict(overrides)  # locked: a misspelt key is an error
+        c = srt_config(model_dir, data, os.path.join(srt_dir, slug), mode, s, seed, overrides)
+        c.update_from_flattened_dict(arm_keys)  # locked: a misspelt key is an error
         print(f"      run {i + 1}/{len(plans)}: {name}", flush=True)
         run = run_one(c)
         model, tok, tag = run["model"], run["tok"], f"last (step {run['steps']})"
@@ -446,6 +457,7 @@ def main(argv):
             labels_baseline=FLAGS.labels_baseline,
             curriculum=FLAGS.curriculum,
             guard=FLAGS.guard,
+            overrides=FLAGS.set,
         )
         return 0
     run_demo_srt(
@@ -457,6 +469,7 @@ def main(argv):
         FLAGS.labels_baseline,
         curriculum=FLAGS.curriculum,
         guard=FLAGS.guard,
+        overrides=FLAGS.set,
     )
     return 0
 

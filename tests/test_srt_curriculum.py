@@ -292,3 +292,18 @@ def test_demo_srt_judges_collapse_gain_and_the_base_floor():
     assert rates["thr"] == (1, 3) and rates["thr not below base"] == (1, 3)
     assert "| stop | holds (test pass@1 >= base + 0.15) | 1 of 3 | 3 of 3 | 0.350 |" in table
     assert table.count("\n") == 2 + 4
+
+
+def test_demo_srt_config_applies_overrides_to_every_run(tmp_path):
+    """`demo_srt --set` lands on SRT's recipe; a misspelt key is an error naming it."""
+    from experiments import demo_srt
+
+    s = demo_srt.SETTINGS
+    args = (str(tmp_path / "m"), str(tmp_path / "d.jsonl"), str(tmp_path / "o"), "srt", s, 0)
+    plain = demo_srt.srt_config(*args)
+    assert plain.guard.step_kl_target == 0.0 and plain.algo.advantage == "rloo"
+    c = demo_srt.srt_config(*args, ["guard.step_kl_target=0.004", "optim.lr=3e-4"])
+    assert c.guard.step_kl_target == 0.004 and c.optim.lr == 3e-4
+    assert c.algo.kl_in_reward and c.optim.schedule == "constant"  # the recipe is kept
+    with pytest.raises(KeyError, match="step_kl_targt"):
+        demo_srt.srt_config(*args, ["guard.step_kl_targt=0.004"])
