@@ -21,7 +21,7 @@ import json
 import os
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 FLAGS = flags.FLAGS
 
@@ -137,20 +137,32 @@ def rl_config(
 
 
 def apply_overrides(c, overrides: list[str]) -> None:
-    """``["optim.lr=4.5e-4", ...]`` onto a locked config (a misspelt key is an error)."""
+    """``["optim.lr=4.5e-4", ...]`` onto a locked config.
+
+    Raises:
+      ValueError: one line naming the item: not ``key=value``, no such key, or a value
+        that does not parse as the key's type.
+    """
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep:
-            raise ValueError(f"override {item!r} is not key=value")
-        current = c[key]  # ConfigDict resolves dotted keys
-        if isinstance(current, bool):
-            value = text.lower() in ("1", "true", "yes")
-        elif isinstance(current, int):
-            value = int(float(text))
-        elif isinstance(current, float):
-            value = float(text)
-        else:
-            value = text
+            raise ValueError(f"--set {item!r}: expected key=value")
+        try:
+            current = c[key]  # ConfigDict resolves dotted keys
+        except (KeyError, AttributeError):
+            raise ValueError(f"--set {item!r}: no such config key {key!r}") from None
+        try:
+            if isinstance(current, bool):
+                value = text.lower() in ("1", "true", "yes")
+            elif isinstance(current, int):
+                value = int(float(text))
+            elif isinstance(current, float):
+                value = float(text)
+            else:
+                value = text
+        except ValueError:
+            kind = type(current).__name__
+            raise ValueError(f"--set {item!r}: {text!r} is not a {kind}") from None
         c.update_from_flattened_dict({key: value})
 
 
@@ -464,6 +476,7 @@ def run_demo(
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # progress bars and tables, not orbax's INFO
+    rl_config("", "", "", "ttrl", SETTINGS[FLAGS.preset], 0, FLAGS.set)  # bad --set: fail now
     if FLAGS.compile_cache != "none":
         from experiments import compile_cache
 
@@ -497,5 +510,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    from experiments import cli
+
     define_flags()
-    app.run(main)
+    cli.run_main(main, (ValueError, OSError))

@@ -86,6 +86,7 @@ def run_variant(
         "--labels_baseline=false",
         "--plot=false",
         f"--steps={steps}",
+        "--verbose",  # a failing child leaves its traceback in its log
     ] + ([f"--set={','.join(overrides)}"] if overrides else [])  # a list flag: given once
     preexec = None
     if cores:

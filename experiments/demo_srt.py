@@ -44,7 +44,7 @@ import json
 import os
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 FLAGS = flags.FLAGS
 
@@ -446,6 +446,7 @@ def srt_rates(out: str, seeds: list[int], report_only: bool = False, **kwargs) -
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # progress bars and tables, not orbax's INFO
+    srt_config("", "", "", "srt", SETTINGS, 0, FLAGS.set)  # a bad --set fails before any run
     if FLAGS.seeds:
         srt_rates(
             FLAGS.out,
@@ -475,5 +476,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    from experiments import cli
+
     define_flags()
-    app.run(main)
+    cli.run_main(main, (ValueError, OSError))

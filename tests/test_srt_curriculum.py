@@ -305,5 +305,32 @@ def test_demo_srt_config_applies_overrides_to_every_run(tmp_path):
     c = demo_srt.srt_config(*args, ["guard.step_kl_target=0.004", "optim.lr=3e-4"])
     assert c.guard.step_kl_target == 0.004 and c.optim.lr == 3e-4
     assert c.algo.kl_in_reward and c.optim.schedule == "constant"  # the recipe is kept
-    with pytest.raises(KeyError, match="step_kl_targt"):
+    with pytest.raises(ValueError, match="no such config key 'guard.step_kl_targt'"):
         demo_srt.srt_config(*args, ["guard.step_kl_targt=0.004"])
+    with pytest.raises(ValueError, match="'fast' is not a float"):
+        demo_srt.srt_config(*args, ["optim.lr=fast"])
+
+
+@pytest.mark.parametrize("module", ["demo", "demo_srt"])
+def test_a_bad_set_is_one_line_and_exit_2_before_any_work(tmp_path, module):
+    import subprocess
+    import sys
+
+    import procs
+
+    cmd = [sys.executable, "-m", f"experiments.{module}", f"--out={tmp_path}"]
+    proc = subprocess.run(
+        cmd + ["--set=guard.step_kl_targt=0.004"],
+        cwd=procs.ROOT,
+        env=procs.user_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1] == (
+        "error: --set 'guard.step_kl_targt=0.004': no such config key 'guard.step_kl_targt'"
+    ), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert not any(tmp_path.iterdir())  # nothing was built or written
